@@ -1,0 +1,65 @@
+"""Turn a MODEL argument (results folder, TotalSegmentator name, preset, saved decomposed model) into models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuckertrt.errors import TuckerTRTError
+from tuckertrt.models import totalseg
+from tuckertrt.models.checkpoint import load_results_folder
+from tuckertrt.models.loaded import LoadedModel
+from tuckertrt.models.presets import PRESETS, load_preset
+
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+FIXTURE_NAMES = {"fixture-3mm": "fixture_3mm"}
+
+
+def describe_choices() -> str:
+    return ("a results folder, a saved tuckertrt model (.pt), a TotalSegmentator name "
+            f"({', '.join(totalseg.TS_NAMES)}), or a preset ({', '.join(list(PRESETS) + list(FIXTURE_NAMES))})")
+
+
+def load_models(ref: str | Path, fold: int | str | None = None, download: bool = False) -> list[LoadedModel]:
+    """All networks behind ``ref`` (five for ``total-1.5mm``, one otherwise)."""
+    ref_s = str(ref)
+    if ref_s in PRESETS:
+        return [load_preset(ref_s)]
+    if ref_s in FIXTURE_NAMES:
+        folder = _fixture_folder(ref_s)
+        return [load_results_folder(folder, fold, name=ref_s)]
+    if ref_s in totalseg.TS_NAMES:
+        return [_load_ts(totalseg.TS_MODELS[i], ref_s, fold, download) for i in totalseg.TS_NAMES[ref_s]]
+    path = Path(ref_s)
+    if path.is_file() and path.suffix in (".pt", ".pth"):
+        from tuckertrt.decomposition.serialize import load_decomposed
+
+        return [load_decomposed(path)]
+    if path.is_dir():
+        return [load_results_folder(path, fold)]
+    raise TuckerTRTError(f"model not found: {ref_s} (expected {describe_choices()})")
+
+
+def load_model(ref: str | Path, fold: int | str | None = None, download: bool = False) -> LoadedModel:
+    models = load_models(ref, fold, download)
+    if len(models) != 1:
+        raise TuckerTRTError(f"{ref} is a set of {len(models)} models; this command takes one "
+                             f"(e.g. one results folder of the set)")
+    return models[0]
+
+
+def _fixture_folder(name: str) -> Path:
+    folder = FIXTURES / FIXTURE_NAMES[name]
+    results = sorted(folder.glob("*/*__3d_fullres")) if folder.is_dir() else []
+    if not results:
+        raise TuckerTRTError(f"fixture model {name} not found under {folder} (it ships with the repository checkout)")
+    return results[0]
+
+
+def _load_ts(model: totalseg.TSModel, name: str, fold, download: bool) -> LoadedModel:
+    folder = totalseg.results_folder(model)
+    if folder is None:
+        if not download:
+            raise TuckerTRTError(
+                f"{name} weights ({model.folder}) not found under {totalseg.weights_dir()}; "
+                f"pass --download to fetch them from the TotalSegmentator release, or set TOTALSEG_HOME_DIR")
+        folder = totalseg.download(model)
+    return load_results_folder(folder, fold, name=f"{name}:{model.dataset_id}")
