@@ -1,0 +1,3 @@
+from tuckertrt.cli import main
+
+main()

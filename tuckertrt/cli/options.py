@@ -1,0 +1,36 @@
+"""Options shared by several commands, so each is declared once."""
+from __future__ import annotations
+
+import click
+
+from tuckertrt.errors import UsageError
+
+
+def _check_df(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0.0 < value <= 1.0:
+        raise UsageError(f"--df must be in (0, 1], got {value}")
+    return value
+
+
+def _check_min_rank(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        rank = int(value)
+    except ValueError:
+        raise UsageError(f"--min-rank must be a positive integer, got {value!r}") from None
+    if rank < 1:
+        raise UsageError(f"--min-rank must be a positive integer, got {value}")
+    return rank
+
+
+model_argument = click.argument("model", metavar="MODEL")
+df_option = click.option("--df", type=float, default=None, callback=_check_df,
+                         help="Decomposition factor: fraction of channels kept as Tucker rank, in (0, 1].")
+min_rank_option = click.option("--min-rank", default="8", callback=_check_min_rank, show_default=True,
+                               help="Lower bound of every rank.")
+policy_option = click.option("--policy", type=click.Choice(["default", "paper"]), default="default",
+                             show_default=True,
+                             help="paper: decompose every conv as the paper did; default: skip layers where it "
+                                  "does not reduce parameters.")
+ranks_option = click.option("--ranks", "ranks_file", type=click.Path(dir_okay=False), default=None,
+                            help="JSON file of explicit per-layer ranks {layer: [r_in, r_out] | 'keep'}.")
+download_option = click.option("--download", is_flag=True, help="Download missing TotalSegmentator weights.")
