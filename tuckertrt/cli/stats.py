@@ -1,0 +1,90 @@
+"""``tuckertrt stats`` and ``tuckertrt decompose``."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from tuckertrt.cli.options import (df_option, download_option, min_rank_option, model_argument, policy_option,
+                                   ranks_option)
+
+
+def _decomposed(model, df, min_rank, policy, ranks_file):
+    from tuckertrt.decomposition import decompose
+    from tuckertrt.decomposition.ranks import load_rank_file
+
+    ranks = load_rank_file(ranks_file) if ranks_file else None
+    if df is None and ranks is None:
+        return model
+    return decompose(model, df=df, min_rank=min_rank, policy=policy, ranks=ranks)
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{report['model']}  patch {'×'.join(map(str, report['patch']))}  DF {report['df']}  "
+             f"min rank {report['min_rank']}  policy {report['policy']}",
+             f"{'layer':<44} {'kind':<15} {'in':>4} {'out':>4} {'ranks':>9} {'params':>17} {'GMACs':>15} {'EV':>6}"]
+    for r in report["layers"]:
+        ranks = f"{r['ranks'][0]},{r['ranks'][1]}" if r["ranks"] else "-"
+        ev = f"{r['explained_variance']:.3f}" if r["explained_variance"] is not None else ""
+        lines.append(f"{r['name'][-44:]:<44} {r['kind']:<15} {r['in_channels']:>4} {r['out_channels']:>4} "
+                     f"{ranks:>9} {r['params_original']:>8}→{r['params']:<8} "
+                     f"{r['macs_original'] / 1e9:>7.3f}→{r['macs'] / 1e9:<7.3f} {ev:>6}")
+    lines.append(f"total params {report['params_original'] / 1e6:.6f} M → {report['params'] / 1e6:.6f} M "
+                 f"(CR {report['compression_ratio']:.2f}); GMACs {report['gmacs_original']:.3f} → "
+                 f"{report['gmacs']:.3f} ({report['mac_ratio']:.2f}× fewer)")
+    if report["skipped"]:
+        lines.append(f"kept as original: {len(report['skipped'])} layers (see --json 'skipped' for why)")
+    return "\n".join(lines)
+
+
+@click.command("stats")
+@model_argument
+@df_option
+@min_rank_option
+@policy_option
+@ranks_option
+@download_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list for model sets).")
+def stats(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None, download: bool,
+          as_json: bool) -> None:
+    """Parameters and multiply-accumulates of MODEL, original vs decomposed, per layer and in total."""
+    from tuckertrt.decomposition.accounting import summarize
+    from tuckertrt.models import load_models
+
+    reports = [summarize(m, _decomposed(m, df, min_rank, policy, ranks_file)) for m in load_models(model,
+                                                                                                   download=download)]
+    if as_json:
+        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    else:
+        click.echo("\n\n".join(format_table(r) for r in reports))
+
+
+@click.command("decompose")
+@model_argument
+@df_option
+@min_rank_option
+@policy_option
+@ranks_option
+@download_option
+@click.option("--hooi-iters", default=0, show_default=True, type=click.IntRange(0, 100),
+              help="HOOI refinement sweeps after the HOSVD initialisation.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output file (.pt): state dict + rank spec + plans, loadable as MODEL by every command.")
+def decompose_cmd(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None,
+                  download: bool, hooi_iters: int, output: str) -> None:
+    """Decompose MODEL and save it."""
+    from tuckertrt.decomposition import decompose
+    from tuckertrt.decomposition.ranks import load_rank_file
+    from tuckertrt.decomposition.serialize import save_decomposed
+    from tuckertrt.errors import UsageError
+    from tuckertrt.models import load_model
+
+    if df is None and ranks_file is None:
+        raise UsageError("give --df or --ranks")
+    loaded = load_model(model, download=download)
+    ranks = load_rank_file(ranks_file) if ranks_file else None
+    result = decompose(loaded, df=df, min_rank=min_rank, policy=policy, ranks=ranks, hooi_iters=hooi_iters)
+    save_decomposed(result, output)
+    info = result.decomposition
+    click.echo(f"wrote {output}: {len(info['ranks'])} layers decomposed, {len(info['skipped'])} kept, "
+               f"in {info['seconds']:.1f} s")
