@@ -1,0 +1,163 @@
+"""The benchmark: every available backend × precision, uncompressed and compressed, in one process.
+
+Per backend, all of its configurations are loaded together and timed in interleaved rounds (after warm-ups), so
+that load on the shared machine hits them alike; ratios, not absolute times, are the result. Every configuration
+is also run once on a real-CT patch and compared with the uncompressed f32 PyTorch model (argmax agreement, Dice
+over the reference's classes): the parity gate.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuckertrt.backends.base import Backend
+from tuckertrt.backends.registry import backend_class, open_backend
+from tuckertrt.backends.torch_runner import TorchBackend
+from tuckertrt.bench.parity import agreement, argmax_labels, mean_dice
+from tuckertrt.bench.profiles import ort_profile, summarise
+from tuckertrt.bench.timing import PeakRss, interleaved
+from tuckertrt.bench.variants import Variant, export_onnx
+from tuckertrt.errors import TuckerTRTError
+
+MB = 1 << 20
+
+
+@dataclass
+class BenchOptions:
+    backends: list[str]
+    precisions: dict[str, list[str]]  # backend -> precisions
+    rounds: int = 3
+    warmup: int = 1
+    threads: int | None = None
+    profile: bool = False
+    gate: float = 0.99  # minimum argmax agreement with the uncompressed f32 model
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, patch: np.ndarray,
+              patch_label: str, log=print) -> dict[str, Any]:
+    """Time and check every (variant, backend, precision); return the JSON-able result."""
+    reference_model = next((v.model for v in variants if not v.compressed), None)
+    if reference_model is None:
+        raise TuckerTRTError("the benchmark needs the uncompressed model (DF 1) as its reference")
+    log(f"reference: uncompressed f32 PyTorch on {patch_label}")
+    reference = argmax_labels(TorchBackend(reference_model.network, patch.shape, "fp32", "cpu").run(patch))
+    for v in variants:
+        if v.onnx is None:
+            start = time.perf_counter()
+            v.onnx = export_onnx(v.model, out_dir / "models" / f"{v.key.replace(' ', '_')}.onnx")
+            log(f"exported {v.key} in {time.perf_counter() - start:.1f} s")
+    configs: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    for backend in options.backends:
+        if not backend_class(backend).available():
+            skipped[backend] = "runtime not installed"
+            continue
+        configs += _bench_backend(backend, variants, options, patch, reference, log)
+    result = {
+        "patch_shape": list(patch.shape), "parity_input": patch_label, "gate": options.gate,
+        "rounds": options.rounds, "warmup": options.warmup, "threads": options.threads,
+        "variants": [v.facts() for v in variants], "configs": configs, "skipped": skipped,
+    }
+    result["speedups"] = speedups(configs)
+    result["headline"] = headline(configs)
+    return result
+
+
+def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions, patch: np.ndarray,
+                   reference: np.ndarray, log) -> list[dict[str, Any]]:
+    loaded: dict[tuple[str, str], Backend] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    extra = options.backend_options.get(backend, {})
+    for precision in options.precisions.get(backend, ["fp32"]):
+        for v in variants:
+            key = (v.key, precision)
+            try:
+                with PeakRss() as rss:
+                    runner = open_backend(backend, v.onnx, precision=precision, threads=options.threads, **extra)
+                    labels = argmax_labels(runner.run(patch))
+            except TuckerTRTError as e:
+                log(f"  {backend} {precision} {v.key}: skipped ({e})")
+                continue
+            loaded[key] = runner
+            agree = agreement(reference, labels)
+            rows[key] = {"variant": v.key, "df": v.df, "compressed": v.compressed, "backend": backend,
+                         "precision": runner.precision, "requested_precision": precision,
+                         "agreement": round(agree, 6), "dice": _round(mean_dice(reference, labels)),
+                         "passes_gate": agree >= options.gate,
+                         "peak_rss_mb": round(rss.peak / MB), "load_and_first_run_rss_mb":
+                             round((rss.peak - rss.start) / MB), "describe": runner.describe()}
+            log(f"  {backend} {precision} {v.key}: agreement {agree:.4f}")
+    if not loaded:
+        return []
+    log(f"timing {len(loaded)} {backend} configurations, {options.rounds} interleaved rounds")
+    timings = interleaved({k: (lambda r=r: r.run(patch)) for k, r in loaded.items()}, options.rounds,
+                          options.warmup)
+    for key, timing in timings.items():
+        rows[key]["timing"] = timing.to_json()
+        log(f"  {backend} {key[1]} {key[0]}: median {timing.median:.3f} s (spread {timing.spread:.0%})")
+    for runner in loaded.values():
+        runner.close()
+    loaded.clear()
+    gc.collect()
+    if options.profile:
+        for (variant_key, precision), row in rows.items():
+            onnx = next(v.onnx for v in variants if v.key == variant_key)
+            row["profile"] = profile_config(backend, onnx, precision, patch, options.threads, extra)
+    return list(rows.values())
+
+
+def profile_config(backend: str, onnx: Path, precision: str, patch: np.ndarray, threads: int | None,
+                   extra: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-node profile summary on ``backend`` (ORT profiling JSON, OpenVINO PERF_COUNT); None elsewhere."""
+    if backend == "onnxruntime":
+        return summarise(ort_profile(onnx, patch, threads))
+    if backend == "openvino":
+        runner = open_backend(backend, onnx, precision=precision, threads=threads, profile=True, **extra)
+        runner.run(patch)
+        runner.run(patch)
+        summary = summarise(runner.profile())
+        runner.close()
+        return summary
+    return None
+
+
+def speedups(configs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per backend/precision: uncompressed median / variant median (the paper's Table 2); also set as each
+    row's ``speedup``."""
+    table: dict[str, dict[str, float]] = {}
+    for row in configs:
+        base = _uncompressed(configs, row["backend"], row["requested_precision"])
+        if base is not None and "timing" in row:
+            row["speedup"] = round(base["timing"]["median"] / row["timing"]["median"], 3)
+            table.setdefault(f"{row['backend']} {row['precision']}", {})[row["variant"]] = row["speedup"]
+    return table
+
+
+def _uncompressed(configs: list[dict[str, Any]], backend: str, precision: str) -> dict[str, Any] | None:
+    return next((r for r in configs if not r["compressed"] and r["backend"] == backend
+                 and r["requested_precision"] == precision and "timing" in r), None)
+
+
+def headline(configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best (fastest) compressed vs best uncompressed configuration, each among those passing the parity gate."""
+    def best(compressed: bool) -> dict[str, Any] | None:
+        passing = [r for r in configs if r["compressed"] == compressed and r["passes_gate"] and "timing" in r]
+        return min(passing, key=lambda r: r["timing"]["median"], default=None)
+
+    def brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if row is None else {k: row[k] for k in ("variant", "backend", "precision", "agreement")} | {
+            "median_s": row["timing"]["median"], "peak_rss_mb": row["peak_rss_mb"]}
+
+    u, c = best(False), best(True)
+    ratio = round(u["timing"]["median"] / c["timing"]["median"], 3) if u and c else None
+    return {"best_uncompressed": brief(u), "best_compressed": brief(c), "speedup": ratio}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)

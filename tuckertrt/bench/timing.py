@@ -1,0 +1,72 @@
+"""Interleaved timing rounds and peak-memory sampling, so that configurations are compared under the same load."""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import psutil
+
+
+@dataclass
+class Timing:
+    """Per-patch latency of one configuration over the timed rounds (seconds)."""
+
+    median: float
+    minimum: float
+    maximum: float
+    rounds: list[float]
+
+    @property
+    def spread(self) -> float:
+        """(max − min) / median: how noisy the rounds were."""
+        return (self.maximum - self.minimum) / self.median if self.median else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "spread": round(self.spread, 4)}
+
+
+class PeakRss:
+    """Samples this process's resident set size in a thread; ``peak`` is the highest value seen (bytes)."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.process = psutil.Process()
+        self.peak = self.start = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakRss":
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def interleaved(runners: dict[str, Callable[[], Any]], rounds: int = 3, warmup: int = 1) -> dict[str, Timing]:
+    """Run every runner ``warmup`` times, then ``rounds`` rounds in which each runs once, in turn."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {key: [] for key in runners}
+    for _ in range(rounds):
+        for key, run in runners.items():
+            start = time.perf_counter()
+            run()
+            samples[key].append(time.perf_counter() - start)
+    return {key: Timing(statistics.median(s), min(s), max(s), s) for key, s in samples.items()}

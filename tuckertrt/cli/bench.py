@@ -1,0 +1,78 @@
+"""``tuckertrt bench``: per-patch latency of every backend × precision, uncompressed vs compressed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tuckertrt.cli.options import min_rank_option, model_argument, policy_option
+from tuckertrt.errors import UsageError
+
+# Precisions each backend is benchmarked in when --precision does not say (and the ones it accepts).
+DEFAULT_PRECISIONS = {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"], "tensorrt": ["fp16"]}
+ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "fp16", "int8"},
+            "tensorrt": {"fp32", "fp16", "int8"}}
+
+
+def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> dict[str, list[str]]:
+    """``--precision P`` applies to every backend that accepts P; ``--precision backend:P`` to one backend."""
+    if not requested:
+        return {b: DEFAULT_PRECISIONS[b] for b in backends}
+    chosen: dict[str, list[str]] = {b: [] for b in backends}
+    for item in requested:
+        backend, _, precision = item.rpartition(":")
+        targets = [backend] if backend else backends
+        if backend and backend not in chosen:
+            raise UsageError(f"--precision {item}: backend {backend} is not benchmarked (add --backend {backend})")
+        if not any(precision in ACCEPTED[b] for b in targets):
+            raise UsageError(f"--precision {item}: no benchmarked backend runs {precision}")
+        for b in targets:
+            if precision in ACCEPTED[b] and precision not in chosen[b]:
+                chosen[b].append(precision)
+    return chosen
+
+
+@click.command()
+@model_argument
+@click.option("--df", "dfs", type=click.FloatRange(0, 1, min_open=True), multiple=True,
+              help="Decomposition factors to compare (1 = uncompressed; always included). Repeatable.")
+@click.option("--backend", "backends", type=click.Choice(list(DEFAULT_PRECISIONS)), multiple=True,
+              help="Backends to run (default: onnxruntime and openvino). Repeatable.")
+@click.option("--precision", "precisions", multiple=True,
+              help="fp32 / bf16 / fp16 / int8, or backend:precision. Repeatable. Default: ORT fp32, OpenVINO "
+                   "fp32+bf16.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Interleaved timed rounds.")
+@click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Warm-up runs per config.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads per runtime (default: its own).")
+@click.option("--profile", is_flag=True, help="Also profile every configuration per node type and layer.")
+@click.option("--gate", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="Parity gate: minimum argmax agreement with the uncompressed f32 model.")
+@click.option("--ct", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CT volume (NIfTI, at the model's spacing) for the parity patch (default: the example CT).")
+@min_rank_option
+@policy_option
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), required=True,
+              help="Directory for bench.json, bench.md and the exported ONNX models.")
+def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisions: tuple[str, ...], rounds: int,
+          warmup: int, threads: int | None, profile: bool, gate: float, ct: str | None, min_rank: int, policy: str,
+          output: str) -> None:
+    """Benchmark MODEL uncompressed and at each --df on every backend × precision, in one process."""
+    from tuckertrt.bench import BenchOptions, df_variants, run_bench
+    from tuckertrt.bench.report import markdown, profile_markdown
+    from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
+    from tuckertrt.models import load_model
+    from tuckertrt.parity.compare import ct_patch, default_patch
+
+    chosen = list(backends or ("onnxruntime", "openvino"))
+    options = BenchOptions(backends=chosen, precisions=precisions_per_backend(chosen, precisions), rounds=rounds,
+                           warmup=warmup, threads=threads, profile=profile, gate=gate)
+    out = ensure_output_dir(output)
+    loaded = load_model(model)
+    patch, label = (ct_patch(loaded.spec, ct_path=ct), f"CT {Path(ct).name}") if ct else default_patch(loaded.spec)
+    variants = df_variants(loaded, sorted({1.0, *dfs}, reverse=True), min_rank, policy)
+    result = run_bench(variants, options, out, patch, label, log=click.echo)
+    result["model"] = loaded.describe()
+    write_json_atomic(out / "bench.json", result)
+    text = markdown(result) + ("\n" + profile_markdown(result) if profile else "")
+    write_bytes_atomic(out / "bench.md", text.encode())
+    click.echo(text)
