@@ -34,8 +34,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load an nnU-Net checkpoint safely (weights_only, with the few numpy types nnU-Net pickles)."""
     import numpy as np
 
-    safe = [np.core.multiarray.scalar, np.dtype, np.ndarray, np.core.multiarray._reconstruct,
-            type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
+    core = np._core.multiarray
+    # nnU-Net pickles numpy scalars in its logs; numpy 1.x wrote them as numpy.core.*, numpy 2 as numpy._core.*.
+    safe = [core.scalar, core._reconstruct, np.ndarray, np.dtype, (core.scalar, "numpy.core.multiarray.scalar"),
+            (core._reconstruct, "numpy.core.multiarray._reconstruct"),
+            *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)}]
     try:
         with torch.serialization.safe_globals(safe):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
