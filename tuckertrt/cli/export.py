@@ -1,0 +1,94 @@
+"""``tuckertrt export`` and ``tuckertrt compare``."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from tuckertrt.cli.options import df_option, download_option, min_rank_option, model_argument, policy_option
+
+
+@click.command("export")
+@model_argument
+@df_option
+@min_rank_option
+@policy_option
+@download_option
+@click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also write model_fp16.onnx.")
+@click.option("--patch", nargs=3, type=int, default=None, metavar="Z Y X",
+              help="Static input patch in the network's axis order (default: the model's patch size).")
+@click.option("--dynamic-batch", type=int, default=None, metavar="MAX",
+              help="Make the batch axis dynamic (up to MAX, recorded for engine profiles).")
+@click.option("--simplifier", type=click.Choice(["onnxsim", "onnxslim", "none"]), default="onnxsim",
+              show_default=True)
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Compare torch vs ONNX FP32 and FP32 vs FP16 on a real CT patch; results go in the manifest.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Output directory (default: export/<model>_df<DF>/).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def export(model: str, df: float | None, min_rank: int, policy: str, download: bool, fp16: bool,
+           patch: tuple[int, int, int] | None, dynamic_batch: int | None, simplifier: str, opset: int, verify: bool,
+           output: str | None, as_json: bool) -> None:
+    """Export MODEL (decomposed at --df) to ONNX FP32/FP16 with a manifest; exit 1 if a parity check fails."""
+    from tuckertrt.cli.stats import _decomposed
+    from tuckertrt.graph import export_model
+    from tuckertrt.models import load_model
+
+    loaded = _decomposed(load_model(model, download=download), df, min_rank, policy, None)
+    result = export_model(loaded, output, patch=patch or None, fp16=fp16, simplifier=simplifier,
+                          dynamic_batch=dynamic_batch, opset=opset, verify=verify)
+    if as_json:
+        click.echo(json.dumps(result.manifest, indent=2))
+    else:
+        click.echo(format_export(result))
+    if not result.passed:
+        sys.exit(1)
+
+
+def format_export(result) -> str:
+    graph = result.manifest["graph"]
+    lines = [f"exported {result.manifest['model']['name']} to {result.out_dir}/ "
+             f"(input {'x'.join(map(str, graph['input_shape']))}, opset {graph['opset']}, "
+             f"{graph['structure']['conv_nodes']} conv nodes, {graph['structure']['decomposed_layers']} decomposed "
+             f"layers)"]
+    for name, entry in result.manifest["artifacts"].items():
+        lines.append(f"  {name:<18} {entry['precision']:<5} {entry['size'] / 1e6:8.2f} MB  sha256 {entry['sha256'][:16]}")
+    for name, comparison in result.manifest["comparisons"].items():
+        stats = comparison["stats"]
+        lines.append(f"  {comparison['verdict']} {name}: max abs {stats['max_abs']:.3g}, p99 {stats['p99_abs']:.3g}, "
+                     f"argmax agreement {stats['argmax_agreement']:.6f}")
+    lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in graph["seconds"].items()))
+    return "\n".join(lines)
+
+
+@click.command("compare")
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--input", "input_npy", type=click.Path(dir_okay=False), default=None,
+              help="A normalised input patch (.npy, (Z,Y,X) or (N,C,Z,Y,X)).")
+@click.option("--ct", type=click.Path(dir_okay=False), default=None,
+              help="A CT volume (.nii.gz) to normalise and crop/pad into a patch (default: the example CT).")
+@click.option("--atol", type=float, default=None, help="Max abs error allowed (default: by precision).")
+@click.option("--min-argmax", type=click.FloatRange(0, 1), default=None,
+              help="Minimum fraction of voxels whose argmax class agrees (default: by precision).")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
+def compare(a: str, b: str, input_npy: str | None, ct: str | None, atol: float | None, min_argmax: float | None,
+            as_json: bool) -> None:
+    """Run artifacts A and B (ONNX files, export dirs, engines, or MODEL refs for PyTorch) on the same patch.
+
+    Prints a verdict and a JSON result; exit 0 if they agree within the tolerance, 1 if not. Use
+    DIR/model_fp16.onnx for an export's FP16 graph.
+    """
+    from tuckertrt.errors import UsageError
+    from tuckertrt.parity.compare import compare_artifacts
+
+    if input_npy and ct:
+        raise UsageError("give --input or --ct, not both")
+    result = compare_artifacts(a, b, input_npy=input_npy, ct=ct, atol=atol, min_argmax=min_argmax)
+    if not as_json:
+        click.echo(result.summary())
+    click.echo(json.dumps(result.to_json(), indent=2))
+    if not result.passed:
+        sys.exit(1)

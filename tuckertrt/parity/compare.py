@@ -1,0 +1,309 @@
+"""Compare two runners on the same input with polygraphy's Comparator and a segmentation-aware compare function.
+
+Every artifact (ONNX graph, OpenVINO model, TensorRT engine, the PyTorch network) is opened as a tuckertrt
+:class:`~tuckertrt.backends.base.Backend`; ONNX Runtime sessions run in polygraphy's own ``OnnxrtRunner``, every
+other backend through :class:`BackendRunner`. :class:`SegmentationCompareFunc` judges logits the way a
+segmentation cares about them: absolute-error statistics (max / median / p99) and the fraction of voxels whose
+argmax class agrees.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+
+from tuckertrt.backends.base import Backend
+from tuckertrt.errors import TuckerTRTError
+from tuckertrt.models.spec import ModelSpec
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+EXAMPLE_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalsegmentator-examples" / "example_ct.nii.gz"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass criteria: max abs error (None: not checked) and the minimum fraction of agreeing argmax voxels."""
+
+    atol: float | None
+    min_argmax: float
+
+
+# By the lower precision of the pair: FP32 graphs must match PyTorch numerically; FP16 is judged on the
+# segmentation (argmax), its logits legitimately differ by ~1e-2.
+TOLERANCES = {"fp32": Tolerance(atol=1e-3, min_argmax=0.9999), "fp16": Tolerance(atol=None, min_argmax=0.999),
+              "bf16": Tolerance(atol=None, min_argmax=0.995), "int8": Tolerance(atol=None, min_argmax=0.99)}
+_PRECISION_ORDER = ("int8", "bf16", "fp16", "fp32")
+
+
+def tolerance_for(precision_a: str, precision_b: str) -> Tolerance:
+    """The tolerance of the less precise of the two."""
+    known = [p for p in _PRECISION_ORDER if p in (precision_a, precision_b)]
+    return TOLERANCES[known[0] if known else "fp32"]
+
+
+@dataclass
+class LogitStats:
+    """Error statistics of two logit arrays (N, K, *spatial); truthy when they pass the tolerance."""
+
+    max_abs: float
+    median_abs: float
+    p99_abs: float
+    mean_abs: float
+    argmax_agreement: float
+    voxels: int
+    passed: bool
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        return (f"max abs {self.max_abs:.3g}, median {self.median_abs:.3g}, p99 {self.p99_abs:.3g}, "
+                f"argmax agreement {self.argmax_agreement:.6f} of {self.voxels} voxels")
+
+
+def logit_stats(a: np.ndarray, b: np.ndarray, tolerance: Tolerance) -> LogitStats:
+    if a.shape != b.shape:
+        raise TuckerTRTError(f"outputs differ in shape: {a.shape} vs {b.shape}")
+    diff = np.abs(a.astype(np.float32, copy=False) - b.astype(np.float32, copy=False)).ravel()
+    finite = bool(np.isfinite(diff).all())
+    max_abs = float(diff.max()) if finite else float("inf")
+    median_abs, p99_abs = (float(v) for v in np.quantile(diff, [0.5, 0.99])) if finite else (float("inf"),) * 2
+    mean_abs = float(diff.mean()) if finite else float("inf")
+    del diff
+    agree = a.argmax(axis=1) == b.argmax(axis=1)
+    agreement = float(agree.mean())
+    passed = finite and agreement >= tolerance.min_argmax and (tolerance.atol is None or max_abs <= tolerance.atol)
+    return LogitStats(max_abs, median_abs, p99_abs, mean_abs, agreement, int(agree.size), passed)
+
+
+class SegmentationCompareFunc:
+    """A polygraphy compare function: ``(IterationResult, IterationResult) -> OrderedDict[name, LogitStats]``."""
+
+    def __init__(self, tolerance: Tolerance):
+        self.tolerance = tolerance
+
+    def __call__(self, result0: Any, result1: Any) -> OrderedDict:
+        return OrderedDict((name, logit_stats(out, result1[name], self.tolerance))
+                           for name, out in result0.items() if name in result1)
+
+
+class BackendRunner(BaseRunner):
+    """A polygraphy runner around any tuckertrt Backend (torch, OpenVINO, TensorRT, ...)."""
+
+    def __init__(self, backend: Backend, name: str | None = None):
+        super().__init__(name=name, prefix=f"tuckertrt-{backend.name}")
+        self.backend = backend
+
+    def activate_impl(self) -> None:
+        pass
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        shape = [None if d < 0 else d for d in self.backend.input_shape]
+        return TensorMetadata().add(INPUT_NAME, np.float32, shape)
+
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
+        start = time.perf_counter()
+        logits = self.backend.run(feed_dict[INPUT_NAME])
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict([(OUTPUT_NAME, logits)])
+
+    def deactivate_impl(self) -> None:
+        pass
+
+
+def polygraphy_runner(backend: Backend, name: str) -> BaseRunner:
+    """polygraphy's OnnxrtRunner for an ONNX Runtime session, the adapter for everything else."""
+    session = getattr(backend, "session", None)
+    if backend.name == "onnxruntime" and session is not None:
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
+        return OnnxrtRunner(session, name=name)
+    return BackendRunner(backend, name=name)
+
+
+@dataclass
+class ComparisonResult:
+    """The verdict of one comparison and what it rests on."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    stats: LogitStats
+    tolerance: Tolerance
+    input: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.stats.passed
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def summary(self) -> str:
+        return f"{self.verdict}: {self.a['label']} vs {self.b['label']}: {self.stats}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "passed": self.passed, "a": self.a, "b": self.b,
+                "stats": asdict(self.stats), "tolerance": asdict(self.tolerance), "input": self.input,
+                "seconds": self.seconds}
+
+
+def compare_backends(a: Backend, b: Backend, patch: np.ndarray, tolerance: Tolerance | None = None,
+                     labels: tuple[str, str] = ("a", "b"), input_label: str = "given patch") -> ComparisonResult:
+    """Run ``a`` and ``b`` on ``patch`` through polygraphy's Comparator and judge the logits."""
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
+    tolerance = tolerance or tolerance_for(a.precision, b.precision)
+    runners = [polygraphy_runner(a, labels[0]), polygraphy_runner(b, labels[1])]
+    feed = [OrderedDict([(INPUT_NAME, np.ascontiguousarray(patch, dtype=np.float32))])]
+    severity = G_LOGGER.module_severity
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    try:
+        results = Comparator.run(runners, data_loader=feed)
+        accuracy = Comparator.compare_accuracy(results, compare_func=SegmentationCompareFunc(tolerance))
+    finally:
+        G_LOGGER.module_severity = severity
+    stats = next(iter(accuracy[0][(labels[0], labels[1])][0].values()))
+    seconds = {label: float(iters[0].runtime) for label, iters in results if iters and iters[0].runtime}
+    describe = [{"label": label, **backend.describe()} for label, backend in zip(labels, (a, b))]
+    return ComparisonResult(describe[0], describe[1], stats, tolerance, input_label, seconds)
+
+
+def normalise_ct(volume: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """nnU-Net's CTNormalization: clip to the foreground 0.5/99.5 percentiles, z-score with mean/std."""
+    if spec.intensity is None:
+        raise TuckerTRTError(f"{spec.name} has no CT intensity properties to normalise with")
+    p = spec.intensity
+    clipped = np.clip(volume.astype(np.float32), p.lower, p.upper)
+    return (clipped - p.mean) / max(p.std, 1e-8)
+
+
+def fit_to_patch(volume: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
+    """Centre crop or zero-pad a normalised volume to ``patch`` (zero is what nnU-Net pads with)."""
+    out = np.zeros(patch, dtype=np.float32)
+    src, dst = [], []
+    for size, want in zip(volume.shape, patch):
+        n = min(size, want)
+        s, d = (size - n) // 2, (want - n) // 2
+        src.append(slice(s, s + n))
+        dst.append(slice(d, d + n))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
+
+
+def ct_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None, ct_path: str | Path | None = None,
+             batch: int = 1) -> np.ndarray:
+    """A normalised patch (batch, 1, *patch) of real CT in the network's axis order (default: the example CT).
+
+    The volume is used at its own spacing (the example is already at 3 mm): this makes a realistic input for
+    parity checks, not a full inference pipeline.
+    """
+    import nibabel as nib
+
+    path = Path(ct_path) if ct_path else EXAMPLE_CT
+    if not path.is_file():
+        raise TuckerTRTError(f"CT volume not found: {path}")
+    try:
+        xyz = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as e:  # nibabel raises several types for a file that is not NIfTI
+        raise TuckerTRTError(f"cannot read {path} as NIfTI: {e}") from None
+    if xyz.ndim != 3:
+        raise TuckerTRTError(f"{path} is not a 3D volume (shape {xyz.shape})")
+    volume = xyz.transpose(2, 1, 0) if spec.reader_axes == "zyx" else xyz
+    volume = volume.transpose(spec.transpose_forward)
+    normalised = fit_to_patch(normalise_ct(volume, spec), tuple(patch or spec.patch_size))
+    return np.broadcast_to(normalised, (batch, spec.input_channels, *normalised.shape)).copy()
+
+
+def random_patch(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def default_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None) -> tuple[np.ndarray, str]:
+    """The example CT patch if the shared data is present, else a seeded standard-normal patch; with a label."""
+    if EXAMPLE_CT.is_file():
+        return ct_patch(spec, patch), f"CT {EXAMPLE_CT.name}"
+    shape = (1, spec.input_channels, *(patch or spec.patch_size))
+    return random_patch(shape), "standard normal, seed 0"
+
+
+_SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+
+@dataclass
+class Artifact:
+    """An opened artifact: its backend, the model spec if known (for CT normalisation), and a label."""
+
+    backend: Backend
+    spec: ModelSpec | None
+    label: str
+
+
+def open_artifact(ref: str | Path) -> Artifact:
+    """An export dir or artifact file (by suffix; manifest-verified where one lies beside it), else a MODEL ref
+    run by PyTorch."""
+    from tuckertrt.backends.registry import open_backend
+    from tuckertrt.graph.manifest import MANIFEST_NAME, load_manifest, verify_artifact
+
+    path = Path(ref)
+    manifest_dir = path if path.is_dir() else path.parent
+    manifest = load_manifest(manifest_dir) if (manifest_dir / MANIFEST_NAME).is_file() else None
+    spec = ModelSpec.from_json(manifest["model"]["spec"]) if manifest else None
+    if path.is_dir() and manifest:
+        return Artifact(open_backend("onnxruntime", path, "fp32"), spec, str(path))
+    if path.is_file() and path.suffix in _SUFFIX_BACKENDS:
+        entry = verify_artifact(path) if manifest and path.name in manifest["artifacts"] else {}
+        backend = open_backend(_SUFFIX_BACKENDS[path.suffix], path, entry.get("precision", "fp32"))
+        return Artifact(backend, spec, str(path))
+    from tuckertrt.backends.torch_runner import TorchBackend
+    from tuckertrt.models import load_model
+
+    model = load_model(ref)
+    shape = (1, model.spec.input_channels, *model.spec.patch_size)
+    return Artifact(TorchBackend(model.network, shape, "fp32", device="cpu"), model.spec, f"torch:{ref}")
+
+
+def load_patch(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A normalised patch from .npy: (Z, Y, X) or (N, C, Z, Y, X) that fits ``shape`` (-1: any size)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise TuckerTRTError(f"cannot read {path} as a .npy array: {e}") from None
+    if array.ndim == len(shape) - 2:
+        array = array[None, None]
+    if array.ndim != len(shape) or any(w >= 0 and w != s for w, s in zip(shape, array.shape)):
+        raise TuckerTRTError(f"{path} has shape {array.shape}; the artifacts take {shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def compare_artifacts(a: str | Path, b: str | Path, input_npy: str | Path | None = None,
+                      ct: str | Path | None = None, atol: float | None = None,
+                      min_argmax: float | None = None) -> ComparisonResult:
+    """Open ``a`` and ``b``, build the input (.npy, a CT volume, or the example CT), compare them."""
+    first, second = open_artifact(a), open_artifact(b)
+    try:
+        shape = tuple(int(d) for d in first.backend.input_shape)
+        spec = first.spec or second.spec
+        if input_npy:
+            patch, label = load_patch(input_npy, shape), f"npy {Path(input_npy).name}"
+        elif spec is None:
+            raise TuckerTRTError("neither artifact has a manifest with the model's CT normalisation; pass --input")
+        else:
+            spatial = tuple(s if s > 0 else p for s, p in zip(shape[2:], spec.patch_size))
+            patch, label = (ct_patch(spec, spatial, ct), f"CT {Path(ct).name}") if ct else default_patch(spec, spatial)
+        base = tolerance_for(first.backend.precision, second.backend.precision)
+        tolerance = Tolerance(atol if atol is not None else base.atol,
+                              min_argmax if min_argmax is not None else base.min_argmax)
+        return compare_backends(first.backend, second.backend, patch, tolerance,
+                                labels=(first.label, second.label), input_label=label)
+    finally:
+        first.backend.close()
+        second.backend.close()
