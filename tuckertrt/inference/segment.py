@@ -1,0 +1,189 @@
+"""Full-CT segmentation on any backend: preprocess, sliding window, merge part models, back to the input grid."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import numpy as np
+
+from tuckertrt.errors import TuckerTRTError
+from tuckertrt.inference.io import CTImage, label_dtype, read_ct
+from tuckertrt.inference.preprocess import labels_to_input_grid, normalize_ct, to_network_grid
+from tuckertrt.inference.sliding_window import sliding_window_argmax
+from tuckertrt.models.spec import ModelSpec
+
+DEFAULT_TILE_STEP = 0.8  # TotalSegmentator's `total` task
+
+
+@dataclass
+class Runner:
+    """A model's spec with something that predicts one patch: a :class:`~tuckertrt.backends.Backend` or a
+    callable ``(1, C, *patch) -> (1, K, *patch)``."""
+
+    spec: ModelSpec
+    predictor: Any
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, patch: np.ndarray) -> np.ndarray:
+        run = getattr(self.predictor, "run", self.predictor)
+        return run(patch)
+
+    def describe(self) -> dict[str, Any]:
+        facts = self.predictor.describe() if hasattr(self.predictor, "describe") else {"backend": "callable"}
+        return {"model": self.spec.name, **facts, **self.description}
+
+
+RunnerLike = Union[Runner, "LoadedModel"]  # noqa: F821 (LoadedModel is imported lazily)
+
+
+def as_runner(item: Any, device: str | None = None) -> Runner:
+    """A :class:`Runner`, or a :class:`~tuckertrt.models.LoadedModel` run directly with torch."""
+    if isinstance(item, Runner):
+        return item
+    from tuckertrt.backends.torch_runner import TorchBackend
+    from tuckertrt.models.loaded import LoadedModel
+
+    if isinstance(item, LoadedModel):
+        shape = (1, item.spec.input_channels, *item.spec.patch_size)
+        extra = {"decomposition_df": item.decomposition.get("df")} if item.decomposition else {}
+        return Runner(item.spec, TorchBackend(item.network, shape, device=device), extra)
+    raise TuckerTRTError(f"cannot run {type(item).__name__}: expected a LoadedModel or a Runner")
+
+
+@dataclass
+class SegmentationResult:
+    """Labels of one CT in the input's voxel grid, with the class names and how they were made."""
+
+    image: CTImage
+    labels: np.ndarray
+    class_names: dict[int, str]
+    seconds: float
+    tiles: int
+    runners: list[dict[str, Any]]
+    tile_step: float
+
+    @property
+    def case(self) -> str:
+        return self.image.case_name
+
+    def present(self) -> list[int]:
+        return [int(v) for v in np.unique(self.labels) if v != 0]
+
+    def summary(self) -> dict[str, Any]:
+        return {"case": self.case, "source": str(self.image.source), "shape": list(self.labels.shape),
+                "labels": {str(k): v for k, v in self.class_names.items()}, "present": self.present(),
+                "seconds": round(self.seconds, 3), "tiles": self.tiles, "tile_step": self.tile_step,
+                "runners": self.runners}
+
+    def save(self, labels_path: str | os.PathLike, masks: bool = False) -> list[Path]:
+        """Write the multilabel NIfTI, a JSON sidecar beside it and, with ``masks``, one NIfTI per class."""
+        from tuckertrt.inference.outputs import save_result
+
+        return save_result(self, Path(labels_path), masks)
+
+
+def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequence[RunnerLike],
+                   tile_step: float = DEFAULT_TILE_STEP, progress: bool = False) -> SegmentationResult:
+    """Segment one CT (path or :class:`CTImage`) with one model or a set of part models (merged by name)."""
+    image = ct if isinstance(ct, CTImage) else read_ct(ct)
+    runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    if not runners:
+        raise TuckerTRTError("no model to segment with")
+    start = time.perf_counter()
+    grids: dict[tuple, tuple[np.ndarray, Any]] = {}
+    parts, n_tiles = [], 0
+    for runner in runners:
+        spec = runner.spec
+        key = (spec.reader_axes, spec.transpose_forward, spec.spacing)
+        if key not in grids:
+            grids[key] = to_network_grid(image.array, image.affine, spec, order=1)
+        grid, geometry = grids[key]
+        data = normalize_ct(grid, spec.intensity)[None] if spec.intensity else grid[None]
+        counter = _CountingPredictor(runner.predict)
+        net_labels = sliding_window_argmax(data, counter, spec.patch_size, spec.num_classes, tile_step,
+                                           progress=progress, desc=f"{image.case_name} [{spec.name}]")
+        n_tiles += counter.calls
+        parts.append((labels_to_input_grid(net_labels, geometry, spec), spec))
+    labels, names = merge_parts(parts)
+    return SegmentationResult(image, labels, names, time.perf_counter() - start, n_tiles,
+                              [r.describe() for r in runners], tile_step)
+
+
+class _CountingPredictor:
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray]):
+        self.predict = predict
+        self.calls = 0
+
+    def __call__(self, patch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.predict(patch)
+
+
+def merge_parts(parts: Sequence[tuple[np.ndarray, ModelSpec]]) -> tuple[np.ndarray, dict[int, str]]:
+    """One label map from several part models, by class name.
+
+    Target ids are TotalSegmentator's ``total`` ids when every name is a TS class (the five 1.5 mm parts become
+    the 117-class map, as TS merges them: later parts overwrite earlier ones), otherwise consecutive ids in order
+    of appearance. A single model keeps its own ids."""
+    if len(parts) == 1:
+        labels, spec = parts[0]
+        return labels, {k: v for k, v in spec.labels.items() if k != 0}
+    from tuckertrt.models.presets import ts_total_classes
+
+    all_names = [name for _, spec in parts for k, name in sorted(spec.labels.items()) if k != 0]
+    ts_ids = {name: i for i, name in ts_total_classes().items()}
+    if all(name in ts_ids for name in all_names):
+        target = ts_ids
+    else:
+        target = {name: i + 1 for i, name in enumerate(dict.fromkeys(all_names))}
+    names = {i: name for name, i in target.items() if name in set(all_names)}
+    merged = np.zeros(parts[0][0].shape, dtype=label_dtype(max(target.values())))
+    for labels, spec in parts:
+        for k, name in spec.labels.items():
+            if k != 0:
+                merged[labels == k] = target[name]
+    return merged, dict(sorted(names.items()))
+
+
+@dataclass
+class BatchResult:
+    """What :func:`segment_many` wrote per case, and which cases failed (with the one-line reason)."""
+
+    written: dict[str, list[Path]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                 models: RunnerLike | Sequence[RunnerLike], tile_step: float = DEFAULT_TILE_STEP,
+                 masks: bool = False, progress: bool = False,
+                 on_case: Callable[[str, str | None], None] | None = None) -> BatchResult:
+    """Segment CTs case by case into ``out_dir`` (or into the ``.nii.gz`` file ``out_dir`` names for a single
+    input); a failing case is recorded and skipped. Outputs that would overwrite an input are refused first."""
+    from tuckertrt.inference.outputs import check_not_overwriting_inputs, output_plan
+
+    inputs = [Path(p) for p in inputs]
+    runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    plan = output_plan(inputs, Path(out_dir))
+    class_names = [n for r in runners for k, n in r.spec.labels.items() if k != 0]
+    check_not_overwriting_inputs(plan, inputs, class_names, masks)
+    result = BatchResult()
+    for path, dest in zip(inputs, plan):
+        try:
+            seg = segment_volume(path, runners, tile_step, progress)
+            result.written[dest.case] = seg.save(dest.labels, masks)
+            result.summaries[dest.case] = seg.summary()
+            error = None
+        except (TuckerTRTError, OSError, MemoryError) as e:
+            error = str(e) or type(e).__name__
+            result.failed[dest.case] = error
+        if on_case:
+            on_case(dest.case, error)
+    return result

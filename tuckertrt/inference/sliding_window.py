@@ -1,0 +1,103 @@
+"""Gaussian-weighted sliding-window prediction, as nnU-Net does it, over any patch predictor.
+
+Memory: the accumulator holds ``num_classes`` logit channels over the (padded) network grid. It is float32
+unless that would exceed ``max_accumulator_bytes``, in which case it is float16 (nnU-Net itself accumulates
+in half precision on the GPU); the weight map is a single float32 channel. Only the argmax leaves this module,
+so the full logit volume never needs to be copied or resampled.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from tuckertrt.errors import TuckerTRTError
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+MAX_ACCUMULATOR_BYTES = 4 << 30
+
+
+def gaussian_importance_map(patch: Sequence[int], sigma_scale: float = 1 / 8) -> np.ndarray:
+    """A centred Gaussian (sigma = patch * sigma_scale) with max 1 and no zeros (min clipped to the smallest
+    non-zero value), like nnU-Net's ``compute_gaussian``."""
+    impulse = np.zeros(tuple(patch), dtype=np.float64)
+    impulse[tuple(p // 2 for p in patch)] = 1.0
+    gauss = ndimage.gaussian_filter(impulse, [p * sigma_scale for p in patch], mode="constant", cval=0.0)
+    gauss /= gauss.max()
+    gauss = gauss.astype(np.float32)
+    gauss[gauss == 0] = gauss[gauss != 0].min()
+    return gauss
+
+
+def window_starts(image_size: int, patch: int, tile_step: float) -> list[int]:
+    """Tile start offsets along one axis (nnU-Net's ``compute_steps_for_sliding_window``): the fewest tiles
+    whose step is at most ``tile_step * patch``, spread evenly from 0 to ``image_size - patch``."""
+    if image_size < patch:
+        raise TuckerTRTError(f"image size {image_size} is smaller than the patch {patch}; pad first")
+    n = int(np.ceil((image_size - patch) / (patch * tile_step))) + 1
+    if n == 1:
+        return [0]
+    step = (image_size - patch) / (n - 1)
+    return [int(round(step * i)) for i in range(n)]
+
+
+def tiles(shape: Sequence[int], patch: Sequence[int], tile_step: float) -> list[tuple[slice, ...]]:
+    starts = [window_starts(s, p, tile_step) for s, p in zip(shape, patch)]
+    return [tuple(slice(o, o + p) for o, p in zip(origin, patch)) for origin in itertools.product(*starts)]
+
+
+def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Zero-pad the spatial axes of ``(C, *shape)`` symmetrically to at least ``patch``; also return the crop
+    that removes the padding again."""
+    pads = [(0, 0)]
+    crop = [slice(None)]
+    for size, p in zip(data.shape[1:], patch):
+        extra = max(0, p - size)
+        pads.append((extra // 2, extra - extra // 2))
+        crop.append(slice(extra // 2, extra // 2 + size))
+    if not any(sum(p) for p in pads):
+        return data, tuple(crop)
+    return np.pad(data, pads, mode="constant", constant_values=0), tuple(crop)
+
+
+def sliding_window_argmax(data: np.ndarray, predict: Predictor, patch: Sequence[int], num_classes: int,
+                          tile_step: float = 0.8, progress: bool = False, desc: str = "tiles",
+                          max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
+    """Label map (argmax of the Gaussian-weighted mean of the tile logits) of ``data`` ``(C, *shape)``."""
+    logits = sliding_window_logits(data, predict, patch, num_classes, tile_step, progress, desc,
+                                   max_accumulator_bytes)
+    return logits.argmax(axis=0).astype(np.uint8 if num_classes <= 256 else np.uint16)
+
+
+def sliding_window_logits(data: np.ndarray, predict: Predictor, patch: Sequence[int], num_classes: int,
+                          tile_step: float = 0.8, progress: bool = False, desc: str = "tiles",
+                          max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
+    """Weighted-mean logits ``(K, *shape)`` of ``data`` ``(C, *shape)``, predicted tile by tile."""
+    if not 0 < tile_step <= 1:
+        raise TuckerTRTError(f"tile step must be in (0, 1], got {tile_step}")
+    patch = tuple(int(p) for p in patch)
+    padded, crop = pad_to_patch(data.astype(np.float32, copy=False), patch)
+    shape = padded.shape[1:]
+    nbytes = num_classes * int(np.prod(shape)) * 4
+    dtype = np.float32 if nbytes <= max_accumulator_bytes else np.float16
+    accumulated = np.zeros((num_classes, *shape), dtype=dtype)
+    weights = np.zeros(shape, dtype=np.float32)
+    gauss = gaussian_importance_map(patch)
+    for window in _progress(tiles(shape, patch, tile_step), progress, desc):
+        out = np.asarray(predict(padded[(slice(None), *window)][None]))
+        if out.shape != (1, num_classes, *patch):
+            raise TuckerTRTError(f"predictor returned shape {out.shape}, expected {(1, num_classes, *patch)}")
+        accumulated[(slice(None), *window)] += (out[0] * gauss).astype(dtype, copy=False)
+        weights[window] += gauss
+    accumulated /= weights.astype(dtype, copy=False)
+    return accumulated[crop]
+
+
+def _progress(items: list, enabled: bool, desc: str) -> Iterator:
+    if not enabled:
+        return iter(items)
+    from tqdm import tqdm
+
+    return iter(tqdm(items, desc=desc, unit="tile", leave=False))
