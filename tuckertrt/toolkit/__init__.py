@@ -1,0 +1,1 @@
+"""The paper's experimental toolkit: explained-variance maps, the pruning baseline, statistics and plots."""

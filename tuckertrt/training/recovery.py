@@ -1,0 +1,239 @@
+"""Recover a compressed model's accuracy: labelled fine-tuning and/or distillation from the uncompressed model,
+through the one training loop, with held-out validation, best-checkpoint keeping and resumption.
+
+Output folder: ``model.pt`` (the best student so far, loadable as MODEL by every command), ``state.pt`` (the
+resumable training state) and ``report.json`` (zero-shot and recovered figures side by side, the history, and
+``tuckertrt-eval/1`` records for ``tuckertrt report``).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from tuckertrt.errors import TuckerTRTError
+from tuckertrt.fileio import write_json_atomic
+from tuckertrt.models.loaded import LoadedModel
+from tuckertrt.training.data import load_labelled, load_unlabelled, split_holdout, z_axis
+from tuckertrt.training.loop import Hooks, TrainConfig, config_fingerprint, train
+from tuckertrt.training.losses import Objective
+from tuckertrt.training.sampling import Batch, PatchSampler, Volume
+from tuckertrt.training.validation import Validation, network_logits, summary
+
+MODEL_FILE, STATE_FILE, REPORT_FILE = "model.pt", "state.pt", "report.json"
+EVAL_SCHEMA = "tuckertrt-eval/1"
+
+
+@dataclass
+class RecoveryOptions:
+    config: TrainConfig = field(default_factory=TrainConfig)
+    patch: tuple[int, ...] | None = None  # training crop; default: the model's patch
+    temperature: float = 2.0
+    label_weight: float = 1.0
+    distill_weight: float = 1.0
+    oversample_foreground: float = 1 / 3
+    val_fraction: float = 0.25
+    tile_step: float = 0.8
+    cache_limit_bytes: int = 2 << 30  # cache the teacher's logits of the training volumes up to this size
+    layerwise_init: bool = False
+    progress: bool = True
+
+
+def check_pair(teacher: LoadedModel, student: LoadedModel) -> None:
+    """The teacher must be the uncompressed version of the student's model."""
+    if teacher.is_decomposed or teacher.extra.get("pruning"):
+        raise TuckerTRTError(f"the teacher {teacher.name} is itself compressed; give the uncompressed model")
+    a, b = teacher.spec, student.spec
+    for what, x, y in (("classes", a.labels, b.labels), ("patch", a.patch_size, b.patch_size),
+                       ("spacing", a.spacing, b.spacing), ("intensity normalisation", a.intensity, b.intensity),
+                       ("axis order", (a.reader_axes, a.transpose_forward), (b.reader_axes, b.transpose_forward)),
+                       ("architecture", teacher.architecture, student.architecture)):
+        if x != y:
+            raise TuckerTRTError(f"teacher {teacher.name} and student {student.name} are different models "
+                                 f"(their {what} differ)")
+
+
+def check_output_dir(out_dir: Path, inputs: Sequence[Path], resume: bool) -> None:
+    out = Path(os.path.abspath(out_dir))
+    for p in inputs:
+        folder = Path(os.path.abspath(p))
+        if out == folder or (folder.is_dir() and folder in out.parents):
+            raise TuckerTRTError(f"output {out_dir} is inside the input folder {p}; choose another output")
+    if out.exists() and not out.is_dir():
+        raise TuckerTRTError(f"output {out_dir} exists and is not a folder")
+    if (out / STATE_FILE).exists() and not resume:
+        raise TuckerTRTError(f"{out_dir} holds a training state; pass --resume to continue it or choose a new folder")
+
+
+def method_of(model: LoadedModel) -> str:
+    return "pruning" if model.extra.get("pruning") else "tucker" if model.is_decomposed else "original"
+
+
+def compression(original: LoadedModel, student: LoadedModel) -> dict[str, Any]:
+    from tuckertrt.toolkit.pruning import nonzero_params
+
+    params_original = nonzero_params(original.network, original)
+    params = nonzero_params(student.network, student)
+    info = student.decomposition or {}
+    pruning = student.extra.get("pruning") or {}
+    return {"method": method_of(student), "df": info.get("df"), "pruning_amount": pruning.get("amount"),
+            "params": params, "params_original": params_original, "compression_ratio": params_original / params}
+
+
+def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathLike, *,
+            dataset: str | os.PathLike | None = None, cts: Sequence[str | os.PathLike] = (),
+            distill: bool | None = None, options: RecoveryOptions | None = None, resume: bool = False,
+            after_step: Callable[[torch.nn.Module], None] | None = None,
+            interrupt_after: int | None = None) -> tuple[LoadedModel, dict[str, Any]]:
+    """Train ``student`` on a labelled ``dataset`` and/or by distilling ``original`` on ``cts`` (and on the
+    dataset's images); ``distill`` defaults to "when CTs are given". Returns the best student and the report."""
+    options = options or RecoveryOptions()
+    out = Path(out_dir)
+    distill = bool(cts) if distill is None else distill
+    inputs = [Path(p) for p in ([dataset] if dataset else []) + list(cts)]
+    if not inputs:
+        raise TuckerTRTError("give labelled data (--data) and/or CTs to distill on (--distill)")
+    if cts and not distill:
+        raise TuckerTRTError("unlabelled CTs can only be used for distillation")
+    check_output_dir(out, inputs, resume)
+    check_pair(original, student)
+    spec = student.spec
+    volumes: list[Volume] = load_labelled(Path(dataset), spec) if dataset else []
+    skipped: dict[str, str] = {}
+    if cts:
+        unlabelled, skipped = load_unlabelled(cts, spec)
+        volumes += unlabelled
+    train_volumes, val_volumes = split_holdout(volumes, options.val_fraction, z_axis(spec))
+    device = options.config.device
+    prepare = None
+    if distill:
+        cached = _attach_teacher(original, train_volumes, options, device)
+        references = [network_logits(original.network, v, spec, options.tile_step, device).argmax(0)
+                      for v in val_volumes]
+        if not cached:
+            prepare = _online_teacher(original.network, device)
+    else:
+        references = [v.labels for v in val_volumes]
+    validate = Validation(val_volumes, references, spec, options.tile_step, device,
+                          "teacher" if distill else "labels")
+    if options.layerwise_init and not resume:
+        from tuckertrt.training.layerwise import fit_layers
+
+        fit_layers(original.network, student.network, train_volumes, options.patch or spec.patch_size,
+                   options.config.seed, device)
+    sampler = PatchSampler(train_volumes, options.patch or spec.patch_size, options.config.batch_size,
+                           options.oversample_foreground)
+    objective = Objective(options.label_weight, options.distill_weight if distill else 0.0, options.temperature)
+    mode = "+".join(m for m, on in (("distill", distill), ("labels", any(v.truth for v in train_volumes))) if on)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save_best(network: torch.nn.Module, entry: dict[str, Any]) -> None:
+        from tuckertrt.decomposition.serialize import save_decomposed
+
+        best = copy.copy(student)
+        best.extra = {**student.extra, "recovery": {"mode": mode, "iteration": entry["iteration"],
+                                                    **summary(entry.get("validation", {}))}}
+        save_decomposed(best, out / MODEL_FILE)
+
+    fingerprint = config_fingerprint(
+        options.config, student=_identity(student), teacher=original.checkpoint_sha256, mode=mode,
+        inputs=[str(p) for p in inputs], patch=list(options.patch or spec.patch_size),
+        temperature=options.temperature, weights=[options.label_weight, options.distill_weight],
+        val_fraction=options.val_fraction, layerwise_init=options.layerwise_init)
+    result = train(student.network, sampler.sample, objective, options.config, out / STATE_FILE,
+                   Hooks(save_best, validate, after_step, prepare), fingerprint, resume, options.progress,
+                   interrupt_after)
+    from tuckertrt.decomposition.serialize import load_decomposed
+
+    best = load_decomposed(out / MODEL_FILE)
+    report = _report(original, student, mode, result, train_volumes, val_volumes, skipped, options)
+    write_json_atomic(out / REPORT_FILE, report)
+    return best, report
+
+
+def _identity(student: LoadedModel) -> dict[str, Any]:
+    info = student.decomposition or {}
+    return {"model": student.name, "source": student.source, "ranks": info.get("ranks"),
+            "pruning": (student.extra.get("pruning") or {}).get("amount")}
+
+
+def _attach_teacher(teacher: LoadedModel, volumes: Sequence[Volume], options: RecoveryOptions,
+                    device: str) -> bool:
+    """Teacher segmentation of each training volume (sampling foreground where there is no ground truth) and,
+    if they fit in ``cache_limit_bytes`` as float16, its logits as the soft targets; returns whether cached."""
+    spec = teacher.spec
+    size = sum(spec.num_classes * int(np.prod(v.shape)) * 2 for v in volumes)
+    cache = size <= options.cache_limit_bytes
+    for v in volumes:
+        logits = network_logits(teacher.network, v, spec, options.tile_step, device)
+        if not v.truth:
+            v.labels = logits.argmax(0).astype(np.uint8 if spec.num_classes <= 256 else np.int16)
+        v.soft = logits.astype(np.float16) if cache else None
+    return cache
+
+
+def _online_teacher(teacher: torch.nn.Module, device: str) -> Callable[[Batch], Batch]:
+    teacher = teacher.to(device).eval()
+
+    def prepare(batch: Batch) -> Batch:
+        with torch.no_grad():
+            batch.soft = teacher(batch.image.to(device)).float().cpu()
+        return batch
+
+    return prepare
+
+
+def _report(original: LoadedModel, student: LoadedModel, mode: str, result, train_volumes: Sequence[Volume],
+            val_volumes: Sequence[Volume], skipped: dict[str, str], options: RecoveryOptions) -> dict[str, Any]:
+    accounting = compression(original, student)
+    zero = result.history[0].get("validation", {})
+    best_entry = next(h for h in result.history if h["iteration"] == result.best["iteration"])
+    final = best_entry.get("validation", {})
+    stage = "distilled" if "distill" in mode else "fine-tuned"
+    trained = result.iterations - (result.resumed_from or 0)
+    return {
+        "schema": "tuckertrt-recovery/1", "model": student.name, "mode": mode, **accounting,
+        "train_volumes": [v.name for v in train_volumes], "validation_volumes": [v.name for v in val_volumes],
+        "held_out": _held_out(train_volumes, val_volumes), "skipped_inputs": skipped,
+        "zero_shot": summary(zero), "recovered": summary(final),
+        "per_class_dice": {"zero_shot": zero.get("per_class_dice"), "recovered": final.get("per_class_dice")},
+        "best_iteration": result.best["iteration"], "iterations": result.iterations,
+        "stopped_early": result.stopped_early, "resumed_from": result.resumed_from,
+        "seconds": round(result.seconds, 1),
+        "seconds_per_iteration": round(result.seconds / trained, 3) if trained else None,
+        "options": {k: v for k, v in vars(options).items() if k != "config"} | {"config": vars(options.config)},
+        "history": [{"iteration": h["iteration"], "train": h["train"], **summary(h.get("validation", {}))}
+                    for h in result.history],
+        "evaluations": [evaluation_record(student, accounting, "zero-shot", zero),
+                        evaluation_record(student, accounting, stage, final)],
+    }
+
+
+def _held_out(train_volumes: Sequence[Volume], val_volumes: Sequence[Volume]) -> str:
+    names = ", ".join(v.name for v in val_volumes)
+    return f"validation on {names}; training on {', '.join(v.name for v in train_volumes)}"
+
+
+def evaluation_record(model: LoadedModel, accounting: dict[str, Any], stage: str,
+                      validation: dict[str, Any]) -> dict[str, Any]:
+    """One ``tuckertrt-eval/1`` record: per-case, per-class Dice/NSD of one model at one stage."""
+    return {"schema": EVAL_SCHEMA, "model": model.name, "stage": stage, **accounting,
+            "reference": validation.get("reference"), "mean_dice": validation.get("mean_dice"),
+            "mean_nsd": validation.get("mean_nsd"), "cases": validation.get("cases", {})}
+
+
+def distill(teacher: LoadedModel, student: LoadedModel, cts: Sequence[str | os.PathLike],
+            out_dir: str | os.PathLike, **kwargs: Any) -> tuple[LoadedModel, dict[str, Any]]:
+    """Distil ``teacher`` (uncompressed) into ``student`` (decomposed) on unlabelled CTs."""
+    return recover(teacher, student, out_dir, cts=cts, distill=True, **kwargs)
+
+
+def finetune(original: LoadedModel, student: LoadedModel, dataset: str | os.PathLike,
+             out_dir: str | os.PathLike, **kwargs: Any) -> tuple[LoadedModel, dict[str, Any]]:
+    """Fine-tune ``student`` on a labelled dataset (``original`` for accounting and checks)."""
+    return recover(original, student, out_dir, dataset=dataset, distill=False, **kwargs)
