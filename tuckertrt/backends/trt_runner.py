@@ -80,19 +80,19 @@ class TensorRTBackend:
         return False
 
     @classmethod
-    def load(cls, artifact: Path, precision: str | None = None, check: bool = True,
+    def load(cls, artifact: Path, precision: str = "fp32", check: bool = True,
              **options: Any) -> "TensorRTBackend":
         """Verify the engine against its sidecar (bytes, then GPU and TensorRT version), then deserialise it.
 
-        ``check=False`` skips the GPU/version comparison (TensorRT itself still refuses what it cannot run).
+        An engine's precision was fixed when it was built (its sidecar says which), so ``precision`` is accepted
+        for the Backend protocol but does not change anything. ``check=False`` skips the GPU/version comparison
+        (TensorRT itself still refuses what it cannot run).
         """
         if options:
             raise TuckerTRTError(f"tensorrt backend: unknown option(s) {', '.join(sorted(options))}")
         artifact = Path(artifact)
         sidecar = read_sidecar(artifact)
         verify_engine_file(artifact, sidecar)
-        if precision is not None and precision != sidecar["precision"]:
-            raise TuckerTRTError(f"{artifact.name} is a {sidecar['precision']} engine, not {precision}")
         trt = import_tensorrt(sidecar["target"])
         cudart = import_cudart()
         if cudart is None:
