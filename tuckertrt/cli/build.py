@@ -1,0 +1,64 @@
+"""``tuckertrt build``: the whole job on one model."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tuckertrt.cli.options import df_option, download_option, min_rank_option, policy_option, ranks_option
+
+DEFAULT_MODEL = "fixture-3mm"
+
+
+@click.command("build")
+@click.argument("model", metavar="MODEL", default=DEFAULT_MODEL)
+@df_option
+@min_rank_option
+@policy_option
+@ranks_option
+@download_option
+@click.option("--fp16", is_flag=True, help="Also write FP16 graphs (and FP16 engines where TensorRT runs).")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "torch"]), default="auto",
+              show_default=True, help="Runtime for validation; auto = fastest installed one that passes parity.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Precision on an explicit --backend (default fp32).")
+@click.option("--validate", "validate", multiple=True, type=click.Path(exists=True),
+              help="CT (NIfTI or DICOM folder) to validate on; repeatable. Default: the bundled example CT.")
+@click.option("--reference", "references", multiple=True, type=click.Path(exists=True),
+              help="Ground-truth labels for each --validate CT, in order.")
+@click.option("--min-dice", default=0.90, show_default=True, help="Gate: mean Dice vs the uncompressed model.")
+@click.option("--min-class-dice", default=0.50, show_default=True, help="Gate: every class's Dice.")
+@click.option("--tile-step", default=0.8, show_default=True, type=click.FloatRange(0.1, 1.0))
+@click.option("--distill", multiple=True, type=click.Path(exists=True),
+              help="Unlabelled CTs to distil the compressed model on before export (repeatable).")
+@click.option("--distill-iterations", default=200, show_default=True)
+@click.option("--rtx", is_flag=True, help="Also build TensorRT-RTX engines ahead of time (no GPU needed).")
+@click.option("--no-engines", is_flag=True, help="Skip the TensorRT engine step.")
+@click.option("-o", "--output", default="build/default", show_default=True, type=click.Path(file_okay=False))
+def build(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None, download: bool,
+          fp16: bool, backend: str, precision: str | None, validate: tuple[str, ...], references: tuple[str, ...],
+          min_dice: float, min_class_dice: float, tile_step: float, distill: tuple[str, ...],
+          distill_iterations: int, rtx: bool, no_engines: bool, output: str) -> None:
+    """Decompose MODEL, export and simplify it, build engines, validate segmentation parity, write a report.
+
+    Exit code 0 when the parity gates hold, 1 when they fail, 2 on usage errors.
+    """
+    from tuckertrt.decomposition.ranks import load_rank_file
+    from tuckertrt.models import load_model
+    from tuckertrt.pipeline import BuildOptions, run_build
+
+    options = BuildOptions(
+        df=df if df is not None or ranks_file else 0.3, min_rank=min_rank, policy=policy,
+        ranks=load_rank_file(ranks_file) if ranks_file else None, fp16=fp16, backend=backend, precision=precision,
+        validate=[Path(p) for p in validate], references=[Path(p) for p in references], min_dice=min_dice,
+        min_class_dice=min_class_dice, tile_step=tile_step, distill=[Path(p) for p in distill],
+        distill_iterations=distill_iterations, engines=not no_engines, rtx=rtx, progress=sys.stderr.isatty())
+    options.check()
+    outcome = run_build(load_model(model, download=download), output, options,
+                        log=lambda m: click.echo(m, err=True))
+    gates = outcome.report["gates"]
+    click.echo(f"{'PASSED' if outcome.passed else 'FAILED'}: mean Dice vs uncompressed {gates['mean_dice']:.4f}, "
+               f"patch speedup {outcome.report['patch_speedup']:.2f}× on {outcome.report['backend']['name']} "
+               f"{outcome.report['backend']['precision']}; report: {Path(output) / 'report.md'}")
+    sys.exit(0 if outcome.passed else 1)

@@ -1,0 +1,248 @@
+"""``tuckertrt build``: decompose → (distil) → export + simplify (+FP16) → engines → backend → validate → report.
+
+Everything is written into a temporary folder beside the output and renamed into place at the end, so an
+interrupted or failed build leaves nothing behind; a build whose parity gates fail still writes its report (and
+the CLI exits 1).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tuckertrt.backends.registry import open_backend
+from tuckertrt.backends.torch_runner import TorchBackend
+from tuckertrt.bench.timing import interleaved
+from tuckertrt.decomposition import decompose
+from tuckertrt.decomposition.accounting import totals
+from tuckertrt.decomposition.serialize import save_decomposed
+from tuckertrt.errors import TuckerTRTError, UsageError
+from tuckertrt.fileio import atomic_dir, write_json_atomic
+from tuckertrt.graph.export import export_model
+from tuckertrt.graph.manifest import model_provenance, tool_versions
+from tuckertrt.inference.segment import Runner
+from tuckertrt.models.loaded import LoadedModel
+from tuckertrt.parity.compare import default_patch
+from tuckertrt.pipeline.backend_choice import choose_backend
+from tuckertrt.pipeline.examples import example_ct, example_reference
+from tuckertrt.pipeline.report import write_report
+from tuckertrt.pipeline.validation import validate_case
+
+BACKENDS = ("auto", "onnxruntime", "openvino", "torch")
+
+
+@dataclass
+class BuildOptions:
+    df: float | None = 0.3
+    min_rank: int = 8
+    policy: str = "default"
+    ranks: dict[str, Any] | None = None
+    fp16: bool = False
+    backend: str = "auto"
+    precision: str | None = None  # default: fp32, or what "auto" picks
+    validate: list[Path] = field(default_factory=list)  # default: the bundled example CT (with its reference)
+    references: list[Path | None] = field(default_factory=list)
+    min_dice: float = 0.90
+    min_class_dice: float = 0.50
+    tile_step: float = 0.8
+    distill: list[Path] = field(default_factory=list)
+    distill_iterations: int = 200
+    engines: bool = True
+    rtx: bool = False
+    progress: bool = False
+
+    def check(self) -> None:
+        if self.df is not None and not 0 < self.df <= 1:
+            raise UsageError(f"--df must be in (0, 1], got {self.df}")
+        if self.df is None and not self.ranks:
+            raise UsageError("give --df or --ranks")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
+        if not 0 <= self.min_dice <= 1 or not 0 <= self.min_class_dice <= 1:
+            raise UsageError("--min-dice and --min-class-dice must be in [0, 1]")
+        if self.references and len(self.references) != len(self.validate):
+            raise UsageError("give one --reference per --validate CT")
+        if self.distill_iterations < 1:
+            raise UsageError(f"distillation iterations must be positive, got {self.distill_iterations}")
+
+
+@dataclass
+class BuildOutcome:
+    out_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report["gates"]["passed"])
+
+
+def _check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TuckerTRTError(f"output path {out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.json").exists():
+        raise TuckerTRTError(f"output directory {out_dir} is not empty and holds no earlier build; choose another")
+    for p in inputs:
+        p = p.resolve()
+        if p == out_dir.resolve() or out_dir.resolve() in p.parents:
+            raise TuckerTRTError(f"output directory {out_dir} contains the input {p}; choose another")
+
+
+def run_build(model: LoadedModel, out_dir: str | Path, options: BuildOptions,
+              log: Callable[[str], None] = print) -> BuildOutcome:
+    options.check()
+    out_dir = Path(out_dir)
+    cases = options.validate or [example_ct()]
+    references = options.references or ([example_reference()] if not options.validate else [None] * len(cases))
+    _check_out_dir(out_dir, [*cases, *options.distill, *(r for r in references if r)])
+    timings: dict[str, float] = {}
+    with atomic_dir(out_dir) as tmp:
+        start = time.perf_counter()
+        compressed = decompose(model, df=options.df, min_rank=options.min_rank, policy=options.policy,
+                               ranks=options.ranks)
+        timings["decompose"] = time.perf_counter() - start
+        log(f"decomposed {len(compressed.decomposition['ranks'])} layers in {timings['decompose']:.1f} s")
+        distillation = None
+        if options.distill:
+            start = time.perf_counter()
+            compressed, distillation = _distill(model, compressed, options, tmp / "distill", log)
+            timings["distill"] = time.perf_counter() - start
+        save_decomposed(compressed, tmp / "model.pt")
+
+        patch, patch_label = default_patch(model.spec)
+        exports = {}
+        for name, m in (("original", model), ("compressed", compressed)):
+            start = time.perf_counter()
+            exports[name] = export_model(m, tmp / "onnx" / name, fp16=options.fp16, verify_input=patch,
+                                         input_label=patch_label)
+            timings[f"export_{name}"] = time.perf_counter() - start
+            log(f"exported {name} model in {timings[f'export_{name}']:.1f} s")
+
+        engines = _engines(exports, options, tmp / "engines", log)
+        backend, precision, choice = _backend(options, exports["compressed"].artifacts["fp32"], compressed, patch,
+                                              log)
+        runners = {name: _runner(backend, precision, exports[name].artifacts, m)
+                   for name, m in (("original", model), ("compressed", compressed))}
+        patch_latency = interleaved({n: (lambda r=r: r.predict(patch)) for n, r in runners.items()}, rounds=3)
+        log("per-patch latency on " + f"{backend} {precision}: " + ", ".join(
+            f"{n} {t.median:.3f} s" for n, t in patch_latency.items()))
+
+        case_results = []
+        for ct, ref in zip(cases, references):
+            log(f"validating on {ct.name}")
+            case_results.append(validate_case(ct, runners, ref, tmp / "segmentations", options.tile_step,
+                                              options.progress))
+        report = _report(model, compressed, options, exports, engines, choice, backend, precision, patch_latency,
+                         case_results, distillation, timings)
+        write_report(tmp, report)
+        write_json_atomic(tmp / "manifest.json", _manifest(model, compressed, exports, engines, choice, backend,
+                                                           precision, tmp))
+    return BuildOutcome(out_dir, report)
+
+
+def _distill(model: LoadedModel, compressed: LoadedModel, options: BuildOptions, out: Path, log):
+    from tuckertrt.training.loop import TrainConfig
+    from tuckertrt.training.recovery import RecoveryOptions, distill
+
+    log(f"distilling from the uncompressed model on {len(options.distill)} CT(s), "
+        f"{options.distill_iterations} iterations")
+    recovery = RecoveryOptions(config=TrainConfig(iterations=options.distill_iterations, lr=3e-4, batch_size=1,
+                                                  checkpoint_every=max(1, options.distill_iterations // 4)),
+                               progress=options.progress)
+    student, report = distill(model, compressed, options.distill, out, options=recovery)
+    return student, report
+
+
+def _engines(exports, options: BuildOptions, out: Path, log) -> dict[str, Any]:
+    """TensorRT engines where a GPU and TensorRT are present (else skipped with a warning); TensorRT-RTX
+    ahead-of-time engines when asked for (no GPU needed)."""
+    from tuckertrt.engines.builder import BuildOptions as EngineOptions
+    from tuckertrt.engines.builder import build_engine
+    from tuckertrt.engines.runtime import engine_support
+
+    targets = (["trt"] if options.engines else []) + (["rtx"] if options.rtx else [])
+    built: dict[str, Any] = {"skipped": {}}
+    for target in targets:
+        ok, reason = engine_support(target)
+        if not ok:
+            log(f"warning: skipping {target} engines: {reason}")
+            built["skipped"][target] = reason
+            continue
+        for name, result in exports.items():
+            for fp16 in ([False, True] if options.fp16 else [False]):
+                engine = build_engine(result.out_dir, out, EngineOptions(target=target, fp16=fp16))
+                built[f"{target}/{name}/{'fp16' if fp16 else 'fp32'}"] = {
+                    "engine": str(engine.engine.relative_to(out.parent)), "sidecar": engine.sidecar}
+                log(f"built {engine.engine.name}")
+    return built
+
+
+def _backend(options: BuildOptions, onnx: Path, compressed: LoadedModel, patch: np.ndarray, log):
+    if options.backend != "auto":
+        return options.backend, options.precision or "fp32", None
+    reference = TorchBackend(compressed.network, patch.shape, "fp32", "cpu").run(patch)
+    choice = choose_backend(onnx, patch, reference)
+    log(f"backend: {choice.backend} {choice.precision} ({choice.reason})")
+    return choice.backend, choice.precision, choice
+
+
+def _runner(backend: str, precision: str, artifacts: dict[str, Path], model: LoadedModel) -> Runner:
+    if backend == "torch":
+        shape = (1, model.spec.input_channels, *model.spec.patch_size)
+        return Runner(model.spec, TorchBackend(model.network, shape, precision, "cpu"))
+    onnx = artifacts["fp16" if precision == "fp16" and "fp16" in artifacts else "fp32"]
+    return Runner(model.spec, open_backend(backend, onnx, precision=precision))
+
+
+def _gates(cases, options: BuildOptions) -> dict[str, Any]:
+    dice = [c.parity["compressed"]["mean_dice"] for c in cases]
+    worst = min(((cls["dice"], cls["name"], c.case) for c in cases for cls in c.parity["compressed"]["classes"]),
+                default=(1.0, None, None))
+    mean = float(np.mean(dice)) if dice else 1.0
+    passed = mean >= options.min_dice and worst[0] >= options.min_class_dice
+    return {"min_dice": options.min_dice, "min_class_dice": options.min_class_dice, "mean_dice": mean,
+            "worst_class": {"dice": worst[0], "name": worst[1], "case": worst[2]}, "passed": passed}
+
+
+def _report(model, compressed, options, exports, engines, choice, backend, precision, patch_latency, cases,
+            distillation, timings) -> dict[str, Any]:
+    spec = model.spec
+    params0, macs0 = totals(model.network, spec.patch_size, spec.input_channels)
+    params, macs = totals(compressed.network, spec.patch_size, spec.input_channels)
+    latency = {n: t.to_json() for n, t in patch_latency.items()}
+    return {
+        "schema": "tuckertrt-build/1",
+        "model": spec.name, "df": options.df, "min_rank": options.min_rank, "policy": options.policy,
+        "compression": {"params_original": params0, "params": params, "compression_ratio": params0 / params,
+                        "gmacs_original": macs0 / 1e9, "gmacs": macs / 1e9, "mac_ratio": macs0 / macs},
+        "backend": {"name": backend, "precision": precision, "choice": choice.to_json() if choice else None},
+        "patch_latency": latency,
+        "patch_speedup": latency["original"]["median"] / latency["compressed"]["median"],
+        "volume_speedup": float(np.median([c.seconds["original"] / c.seconds["compressed"] for c in cases])),
+        "export_comparisons": {n: e.manifest["comparisons"] for n, e in exports.items()},
+        "engines": engines,
+        "distillation": distillation,
+        "cases": [c.to_json() for c in cases],
+        "gates": _gates(cases, options),
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+
+
+def _manifest(model, compressed, exports, engines, choice, backend, precision, root: Path) -> dict[str, Any]:
+    artifacts = {}
+    for name, result in exports.items():
+        for entry_name, entry in result.manifest["artifacts"].items():
+            artifacts[f"onnx/{name}/{entry_name}"] = entry
+    return {
+        "format": "tuckertrt-build-manifest/1",
+        "model": model_provenance(model),
+        "decomposition": compressed.decomposition,
+        "artifacts": artifacts,
+        "engines": {k: v for k, v in engines.items() if k != "skipped"},
+        "engines_skipped": engines.get("skipped", {}),
+        "default_backend": {"backend": backend, "precision": precision,
+                            "reason": choice.reason if choice else "chosen by --backend"},
+        "tools": tool_versions(),
+    }
