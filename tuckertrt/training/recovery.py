@@ -121,6 +121,8 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
         references = [v.labels for v in val_volumes]
     validate = Validation(val_volumes, references, spec, options.tile_step, device,
                           "teacher" if distill else "labels")
+    with torch.no_grad():
+        original_scores = validate(original.network)
     if options.layerwise_init and not resume:
         from tuckertrt.training.layerwise import fit_layers
 
@@ -151,7 +153,8 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
     from tuckertrt.decomposition.serialize import load_decomposed
 
     best = load_decomposed(out / MODEL_FILE)
-    report = _report(original, student, mode, result, train_volumes, val_volumes, skipped, options)
+    report = _report(original, student, mode, result, train_volumes, val_volumes, skipped, options,
+                     original_scores)
     write_json_atomic(out / REPORT_FILE, report)
     return best, report
 
@@ -189,8 +192,11 @@ def _online_teacher(teacher: torch.nn.Module, device: str) -> Callable[[Batch], 
 
 
 def _report(original: LoadedModel, student: LoadedModel, mode: str, result, train_volumes: Sequence[Volume],
-            val_volumes: Sequence[Volume], skipped: dict[str, str], options: RecoveryOptions) -> dict[str, Any]:
+            val_volumes: Sequence[Volume], skipped: dict[str, str], options: RecoveryOptions,
+            original_scores: dict[str, Any]) -> dict[str, Any]:
     accounting = compression(original, student)
+    base = {"method": "original", "df": None, "pruning_amount": None, "params": accounting["params_original"],
+            "params_original": accounting["params_original"], "compression_ratio": 1.0}
     zero = result.history[0].get("validation", {})
     best_entry = next(h for h in result.history if h["iteration"] == result.best["iteration"])
     final = best_entry.get("validation", {})
@@ -209,7 +215,9 @@ def _report(original: LoadedModel, student: LoadedModel, mode: str, result, trai
         "options": {k: v for k, v in vars(options).items() if k != "config"} | {"config": vars(options.config)},
         "history": [{"iteration": h["iteration"], "train": h["train"], **summary(h.get("validation", {}))}
                     for h in result.history],
-        "evaluations": [evaluation_record(student, accounting, "zero-shot", zero),
+        "original": summary(original_scores),
+        "evaluations": [evaluation_record(original, base, "original", original_scores),
+                        evaluation_record(student, accounting, "zero-shot", zero),
                         evaluation_record(student, accounting, stage, final)],
     }
 
