@@ -21,7 +21,7 @@ from tuckertrt.backends.torch_runner import TorchBackend
 from tuckertrt.bench.parity import agreement, argmax_labels, mean_dice
 from tuckertrt.bench.profiles import ort_profile, summarise
 from tuckertrt.bench.timing import PeakRss, interleaved
-from tuckertrt.bench.variants import Variant, export_onnx
+from tuckertrt.bench.variants import Variant, export_variant
 from tuckertrt.errors import TuckerTRTError
 
 MB = 1 << 20
@@ -50,7 +50,7 @@ def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, pat
     for v in variants:
         if v.onnx is None:
             start = time.perf_counter()
-            v.onnx = export_onnx(v.model, out_dir / "models" / f"{v.key.replace(' ', '_')}.onnx")
+            export_variant(v, out_dir / "models")
             log(f"exported {v.key} in {time.perf_counter() - start:.1f} s")
     configs: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}

@@ -5,8 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.accounting import totals
 from tuckertrt.models.loaded import LoadedModel
@@ -40,12 +38,32 @@ def df_variants(model: LoadedModel, dfs: list[float], min_rank: int = 8, policy:
             for df in dfs]
 
 
-def export_onnx(model: LoadedModel, path: Path) -> Path:
-    """The network as static-shape FP32 ONNX (opset 17, input ``input``, output ``logits``), written atomically."""
-    from tuckertrt.fileio import atomic_path
+def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precision: str, threads: int | None,
+                     min_rank: int = 8, log=print) -> list[Variant]:
+    """Per DF < 1: ranks/folds chosen per layer by timing candidates on ``backend`` (see ``select_latency``)."""
+    from tuckertrt.decomposition.select import onnxruntime_timer, openvino_timer, select_latency, selected_model
 
-    shape = (1, model.spec.input_channels, *model.spec.patch_size)
-    with atomic_path(path) as tmp, torch.no_grad():
-        torch.onnx.export(model.network, torch.zeros(shape), str(tmp), opset_version=17, dynamo=False,
-                          input_names=["input"], output_names=["logits"])
-    return path
+    timer = openvino_timer(precision, threads) if backend == "openvino" else onnxruntime_timer(threads)
+    out = []
+    for df in (d for d in dfs if d < 1):
+        log(f"latency-aware selection at DF {df:g} on {backend} {precision}")
+        selection = select_latency(model, timer, df, min_rank, log=log)
+        variant = Variant(f"DF {df:g} latency", df, selected_model(model, selection))
+        variant.model.extra["selection"] = selection
+        out.append(variant)
+    return out
+
+
+def export_variant(variant: Variant, root: Path) -> Path:
+    """Export ``variant`` (FP32 ONNX, simplified, with manifest) into ``root/<key>``; the rank selection and
+    folds, if any, are recorded in the manifest's ``reports``. Returns the export directory."""
+    from tuckertrt.graph.export import export_model
+    from tuckertrt.graph.manifest import update_manifest
+
+    out = root / variant.key.replace(" ", "_")
+    export_model(variant.model, out, fp16=False, verify=False)
+    selection = variant.model.extra.get("selection")
+    if selection is not None:
+        update_manifest(out, "reports", "rank_selection", selection)
+    variant.onnx = out
+    return out

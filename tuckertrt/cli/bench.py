@@ -49,15 +49,20 @@ def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> d
               help="Parity gate: minimum argmax agreement with the uncompressed f32 model.")
 @click.option("--ct", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CT volume (NIfTI, at the model's spacing) for the parity patch (default: the example CT).")
+@click.option("--optimize", type=click.Choice(["none", "latency"]), default="none", show_default=True,
+              help="latency: also benchmark, per DF, ranks/folds chosen per layer by timing on the target.")
+@click.option("--target", default="openvino:bf16", show_default=True,
+              help="backend:precision that --optimize latency times layers on.")
 @min_rank_option
 @policy_option
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), required=True,
               help="Directory for bench.json, bench.md and the exported ONNX models.")
 def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisions: tuple[str, ...], rounds: int,
-          warmup: int, threads: int | None, profile: bool, gate: float, ct: str | None, min_rank: int, policy: str,
-          output: str) -> None:
+          warmup: int, threads: int | None, profile: bool, gate: float, ct: str | None, optimize: str, target: str,
+          min_rank: int, policy: str, output: str) -> None:
     """Benchmark MODEL uncompressed and at each --df on every backend × precision, in one process."""
     from tuckertrt.bench import BenchOptions, df_variants, run_bench
+    from tuckertrt.bench.variants import latency_variants
     from tuckertrt.bench.report import markdown, profile_markdown
     from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
     from tuckertrt.models import load_model
@@ -69,7 +74,16 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
     out = ensure_output_dir(output)
     loaded = load_model(model)
     patch, label = (ct_patch(loaded.spec, ct_path=ct), f"CT {Path(ct).name}") if ct else default_patch(loaded.spec)
-    variants = df_variants(loaded, sorted({1.0, *dfs}, reverse=True), min_rank, policy)
+    all_dfs = sorted({1.0, *dfs}, reverse=True)
+    variants = df_variants(loaded, all_dfs, min_rank, policy)
+    if optimize == "latency":
+        target_backend, _, target_precision = target.partition(":")
+        if target_backend not in ("openvino", "onnxruntime"):
+            raise UsageError(f"--target {target}: layers can be timed on openvino or onnxruntime")
+        variants += latency_variants(loaded, all_dfs, target_backend, target_precision or "fp32", threads, min_rank,
+                                     log=click.echo)
+        for v in variants[len(all_dfs):]:
+            write_json_atomic(out / f"selection_{v.key.replace(' ', '_')}.json", v.model.extra["selection"])
     result = run_bench(variants, options, out, patch, label, log=click.echo)
     result["model"] = loaded.describe()
     write_json_atomic(out / "bench.json", result)

@@ -1,0 +1,297 @@
+"""Rank selection the hardware likes: energy and VBMF ranks, rounding, and latency-aware choice per layer.
+
+Every selector returns an explicit per-layer spec ``{layer: [r_in, r_out] | "keep"}`` that
+``decompose(model, ranks=spec)`` accepts; :func:`select_latency` also returns which layers to fold
+(:mod:`tuckertrt.decomposition.fold`). Record both in the manifest so that engines are reproducible.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuckertrt.decomposition.accounting import forward_costs
+from tuckertrt.decomposition.fold import fold_layer
+from tuckertrt.decomposition.layers import TuckerConv, channel_axes, unsupported_reason
+from tuckertrt.decomposition.ranks import RankValue, conv_layers, decomposed_params, rank_for
+from tuckertrt.decomposition.tucker import explained_variance, partial_tucker, reconstruct
+from tuckertrt.errors import TuckerTRTError, UsageError
+from tuckertrt.models.loaded import LoadedModel
+
+
+def round_rank(rank: int, channels: int, multiple: int) -> int:
+    """``rank`` rounded up to a multiple of ``multiple`` (SIMD/AMX tile width), never above ``channels``."""
+    return min(channels, multiple * math.ceil(rank / multiple))
+
+
+def _unfolding_spectrum(weight: torch.Tensor, axis: int) -> np.ndarray:
+    """Singular values of the mode-``axis`` unfolding, descending."""
+    unfolded = torch.movedim(weight.detach().to(torch.float64), axis, 0).reshape(weight.shape[axis], -1)
+    return torch.linalg.svdvals(unfolded).numpy()
+
+
+def energy_rank(singular_values: np.ndarray, energy: float) -> int:
+    """Smallest r whose leading singular values keep ``energy`` of the squared sum."""
+    power = np.cumsum(singular_values.astype(np.float64) ** 2)
+    if power[-1] <= 0:
+        return 1
+    return int(np.searchsorted(power / power[-1], energy - 1e-12) + 1)
+
+
+def vbmf_rank(singular_values: np.ndarray, rows: int, cols: int) -> int:
+    """Rank by analytical empirical variational Bayesian matrix factorisation (Nakajima et al., 2013).
+
+    The noise variance σ² is the minimiser of the EVB free energy (a 1-D problem given the singular values);
+    components whose singular value exceeds the EVB threshold sqrt(M σ² x̄) are kept."""
+    from scipy.optimize import minimize_scalar
+
+    short, long_ = sorted((rows, cols))
+    alpha = short / long_
+    tau_bar = 2.5129 * math.sqrt(alpha)
+    x_bar = (1 + tau_bar) * (1 + alpha / tau_bar)
+    s2 = np.asarray(singular_values, dtype=np.float64)[:short] ** 2
+    if s2.sum() <= 0:
+        return 1
+
+    def tau(x: np.ndarray) -> np.ndarray:
+        d = x - (1 + alpha)
+        return 0.5 * (d + np.sqrt(np.maximum(d * d - 4 * alpha, 0.0)))
+
+    def free_energy(log_sigma2: float) -> float:
+        x = s2 / (long_ * math.exp(log_sigma2))
+        psi = x - np.log(x)
+        big = x > x_bar
+        t = tau(x[big])
+        psi[big] += np.log(t + 1) + alpha * np.log(t / alpha + 1) - t
+        return float(psi.sum())
+
+    upper = s2.sum() / (rows * cols)
+    best = minimize_scalar(free_energy, bounds=(math.log(upper * 1e-6), math.log(upper)), method="bounded")
+    threshold = long_ * math.exp(best.x) * x_bar
+    return max(1, int((s2 > threshold).sum()))
+
+
+def spectral_spec(network: nn.Module, method: str, energy: float = 0.9, min_rank: int = 8,
+                  multiple: int | None = None) -> dict[str, RankValue]:
+    """Per-layer ranks from each kernel's channel-mode spectra: ``method`` "energy" (keep ``energy`` of the
+    squared singular values per mode) or "vbmf"; optionally rounded up to ``multiple``. Layers where the
+    decomposition would not reduce parameters are kept."""
+    if method not in ("energy", "vbmf"):
+        raise UsageError(f"unknown rank method {method!r} (choose energy or vbmf)")
+    if method == "energy" and not 0 < energy <= 1:
+        raise UsageError(f"--energy must be in (0, 1], got {energy}")
+    spec: dict[str, RankValue] = {}
+    for name, conv in conv_layers(network).items():
+        if unsupported_reason(conv):
+            continue
+        ranks = []
+        for axis, channels in zip(channel_axes(conv), (conv.in_channels, conv.out_channels)):
+            values = _unfolding_spectrum(conv.weight, axis)
+            r = energy_rank(values, energy) if method == "energy" else \
+                vbmf_rank(values, channels, conv.weight.numel() // channels)
+            r = min(channels, max(min_rank, r))
+            ranks.append(round_rank(r, channels, multiple) if multiple else r)
+        original = conv.weight.numel() + (conv.out_channels if conv.bias is not None else 0)
+        spec[name] = "keep" if decomposed_params(conv, *ranks) >= original else ranks
+    return spec
+
+
+# --- latency-aware selection -------------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    """One way to run a layer: ``ranks`` None = the original conv; ``fold`` None / "in" / "out"."""
+
+    ranks: tuple[int, int] | None
+    fold: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.ranks is None:
+            return "keep"
+        return f"tucker {self.ranks[0]}x{self.ranks[1]}" + (f" fold-{self.fold}" if self.fold else "")
+
+    def module(self, conv: nn.Module) -> nn.Module:
+        if self.ranks is None:
+            return conv
+        layer = TuckerConv.from_conv(conv, *self.ranks)
+        return fold_layer(layer, self.fold) if self.fold else layer
+
+
+@dataclass
+class LayerChoice:
+    shape: tuple[int, ...]
+    seconds: dict[str, float] = field(default_factory=dict)
+    variance: dict[str, float] = field(default_factory=dict)
+    chosen: str = "keep"
+
+
+def candidates(conv: nn.Module, base: tuple[int, int], multiple: int, folds: bool = True) -> list[Candidate]:
+    """The original conv, Tucker-2 at ``base`` ranks and at ranks rounded up to ``multiple``, and their folds."""
+    rank_sets = [base]
+    rounded = (round_rank(base[0], conv.in_channels, multiple), round_rank(base[1], conv.out_channels, multiple))
+    if rounded != base:
+        rank_sets.append(rounded)
+    out = [Candidate(None)]
+    for ranks in rank_sets:
+        out.append(Candidate(ranks))
+        if folds:
+            out += [Candidate(ranks, "in"), Candidate(ranks, "out")]
+    return out
+
+
+LayerTimer = Callable[[nn.Module, tuple[int, ...]], float]
+
+
+def openvino_timer(precision: str = "bf16", threads: int | None = None, repeats: int = 5) -> LayerTimer:
+    """Time a module in isolation on OpenVINO CPU at an activation shape: median over ``repeats`` of the summed
+    per-node compute time (PERF_COUNT), leaving out the layout reorders at the isolated graph's boundary that
+    the real network does not have."""
+    import openvino as ov
+
+    from tuckertrt.backends.ov_runner import PRECISION_ALIASES
+
+    core = ov.Core()
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION_ALIASES[precision],
+                              "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    boundary = {"Parameter", "Result", "Reorder", "Convert"}
+
+    def timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "layer.onnx"
+            _export_dynamic(module, shape, path)
+            model = core.read_model(str(path))
+            model.reshape({0: ov.PartialShape(list(shape))})
+            request = core.compile_model(model, "CPU", config).create_infer_request()
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        request.infer({0: x})
+        samples = []
+        for _ in range(repeats):
+            request.infer({0: x})
+            samples.append(sum(p.real_time.total_seconds() for p in request.get_profiling_info()
+                               if p.node_type not in boundary))
+        return statistics.median(samples)
+
+    return timer
+
+
+def onnxruntime_timer(threads: int | None = None, repeats: int = 5) -> LayerTimer:
+    """Time a module in isolation on ONNX Runtime CPU (wall clock, median of ``repeats``)."""
+    import onnxruntime as ort
+
+    def timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "layer.onnx"
+            _export_dynamic(module, shape, path)
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        x = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+        session.run(None, x)
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            session.run(None, x)
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    return timer
+
+
+def _export_dynamic(module: nn.Module, shape: tuple[int, ...], path: Path) -> None:
+    """Export at a small spatial size with dynamic spatial axes (the runtime is reshaped to ``shape``), so that
+    tracing does not compute a full-resolution forward pass."""
+    stride = 4
+    small = (1, shape[1], *(min(s, 4 * stride) for s in shape[2:]))
+    axes = {i: f"d{i}" for i in range(2, len(shape))}
+    with torch.no_grad():
+        torch.onnx.export(module.eval(), torch.zeros(small), str(path), opset_version=17, dynamo=False,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": axes, "output": axes})
+
+
+def select_latency(model: LoadedModel, timer: LayerTimer, df: float, min_rank: int = 8, multiple: int = 16,
+                   margin: float = 0.05, max_param_ratio: float | None = None, folds: bool = True,
+                   log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Per layer, time the candidates at the layer's real input shape and keep the fastest.
+
+    The accuracy budget: a candidate must explain at least the variance of Tucker-2 at the DF ranks (rounding
+    up and folding only add; the original conv explains all). ``max_param_ratio`` optionally bounds a
+    candidate's parameters relative to the original layer (e.g. 0.5 forbids keeping the original). A candidate
+    replaces the plain DF decomposition only when it is more than ``margin`` faster. Layers the forward pass
+    does not run (deep-supervision heads) follow the DF rule.
+
+    Returns ``{"ranks": spec, "folds": {layer: "in"|"out"}, "layers": {layer: timings}, ...}``.
+    """
+    network = model.network
+    shapes = {c.name: c.in_shape for c in forward_costs(network, model.spec.patch_size, model.spec.input_channels)}
+    spec: dict[str, RankValue] = {}
+    chosen_folds: dict[str, str] = {}
+    report: dict[str, dict[str, Any]] = {}
+    for name, conv in conv_layers(network).items():
+        if unsupported_reason(conv):
+            continue
+        base = (rank_for(conv.in_channels, df, min_rank), rank_for(conv.out_channels, df, min_rank))
+        if name not in shapes:
+            spec[name] = list(base)
+            continue
+        choice = LayerChoice(shapes[name])
+        base_ev = _variance(conv, base)
+        original_params = conv.weight.numel() + (conv.out_channels if conv.bias is not None else 0)
+        allowed = []
+        for cand in candidates(conv, base, multiple, folds):
+            ev = 1.0 if cand.ranks is None else _variance(conv, cand.ranks)
+            params = original_params if cand.ranks is None else decomposed_params(conv, *cand.ranks)
+            if ev + 1e-9 < base_ev or (max_param_ratio is not None and params > max_param_ratio * original_params):
+                continue
+            choice.seconds[cand.label] = timer(cand.module(conv), choice.shape)
+            choice.variance[cand.label] = round(ev, 6)
+            allowed.append(cand)
+        plain = Candidate(base).label
+        fastest = min(allowed, key=lambda c: choice.seconds[c.label])
+        pick = fastest if plain not in choice.seconds or \
+            choice.seconds[fastest.label] < (1 - margin) * choice.seconds[plain] else Candidate(base)
+        choice.chosen = pick.label
+        spec[name] = "keep" if pick.ranks is None else list(pick.ranks)
+        if pick.fold:
+            chosen_folds[name] = pick.fold
+        report[name] = {"shape": list(choice.shape), "chosen": choice.chosen,
+                        "seconds": {k: round(v, 6) for k, v in choice.seconds.items()},
+                        "explained_variance": choice.variance}
+        log(f"  {name}: {choice.chosen} ({choice.seconds[choice.chosen] * 1e3:.1f} ms; plain "
+            f"{choice.seconds.get(plain, float('nan')) * 1e3:.1f} ms, keep {choice.seconds['keep'] * 1e3:.1f} ms)"
+            if "keep" in choice.seconds else f"  {name}: {choice.chosen}")
+    return {"method": "latency", "df": df, "min_rank": min_rank, "multiple": multiple, "margin": margin,
+            "max_param_ratio": max_param_ratio, "ranks": spec, "folds": chosen_folds, "layers": report}
+
+
+def _variance(conv: nn.Module, ranks: tuple[int, int]) -> float:
+    in_axis, out_axis = channel_axes(conv)
+    return explained_variance(conv.weight, reconstruct(partial_tucker(conv.weight, in_axis, out_axis, *ranks),
+                                                       in_axis, out_axis))
+
+
+def selected_model(model: LoadedModel, selection: dict[str, Any]) -> LoadedModel:
+    """Decompose ``model`` with a selection's spec and apply its folds (recorded in ``decomposition``)."""
+    from tuckertrt.decomposition import decompose
+    from tuckertrt.decomposition.fold import apply_folds
+
+    decomposed = decompose(model, df=None, min_rank=selection.get("min_rank", 8), ranks=selection["ranks"])
+    decomposed.decomposition["selection"] = {k: v for k, v in selection.items() if k not in ("ranks", "layers")}
+    folds = selection.get("folds") or {}
+    if not folds:
+        return decomposed
+    if any(r not in decomposed.decomposition["ranks"] for r in folds):
+        raise TuckerTRTError("a selection folds a layer that it does not decompose")
+    return apply_folds(decomposed, folds)
