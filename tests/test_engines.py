@@ -18,24 +18,30 @@ from tuckertrt.engines.naming import engine_filename
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import sha256_file
 
-pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install 'tuckertrt[rtx]') builds the engines here")
-import tensorrt_rtx  # noqa: E402
+HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
+pytestmark = pytest.mark.skipif(not HAS_RTX, reason="TensorRT-RTX (pip install 'tuckertrt[rtx]') builds the engines")
+if HAS_RTX:
+    import tensorrt_rtx
 
-RTX = tuple(int(p) for p in tensorrt_rtx.__version__.split(".")[:2])
-ALL_RTX_SMS = sorted(int(n[2:]) for n in tensorrt_rtx.ComputeCapability.__members__ if n[2:].isdigit())
+    RTX = tuple(int(p) for p in tensorrt_rtx.__version__.split(".")[:2])
+    ALL_RTX_SMS = sorted(int(n[2:]) for n in tensorrt_rtx.ComputeCapability.__members__ if n[2:].isdigit())
 PATCH = (32, 32, 32)  # the network downsamples 16x: the smallest cube is 16³; 32³ keeps every stage non-trivial
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The TS-3mm network decomposed at DF 0.3, exported (FP32 + FP16 + manifest) at a 32³ patch."""
+def export_decomposed_ts3mm(root: Path, patch: tuple[int, ...]) -> Path:
+    """The TS-3mm network decomposed at DF 0.3, exported (FP32 + FP16 + manifest) at ``patch``."""
     from tuckertrt.decomposition import decompose
     from tuckertrt.graph.export import export_model
     from tuckertrt.models import load_model
 
-    out = tmp_path_factory.mktemp("export") / "ts-3mm_df0.3"
-    export_model(decompose(load_model("ts-3mm"), df=0.3), out, patch=PATCH, verify=False)
+    out = root / "ts-3mm_df0.3"
+    export_model(decompose(load_model("ts-3mm"), df=0.3), out, patch=patch, verify=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_decomposed_ts3mm(tmp_path_factory.mktemp("export"), PATCH)
 
 
 @pytest.fixture(scope="module")

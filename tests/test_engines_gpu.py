@@ -14,6 +14,7 @@ from tuckertrt.engines import BuildOptions, build_engine, engine_support, read_s
 from tuckertrt.engines.gpu import current_gpu, import_cudart
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import sha256_file
+from tests.test_engines import export_decomposed_ts3mm
 
 TRT_OK, TRT_REASON = engine_support("trt")
 pytestmark = [
@@ -26,13 +27,7 @@ PATCH = (64, 64, 64)
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tuckertrt.decomposition import decompose
-    from tuckertrt.graph.export import export_model
-    from tuckertrt.models import load_model
-
-    out = tmp_path_factory.mktemp("export") / "ts-3mm_df0.3"
-    export_model(decompose(load_model("ts-3mm"), df=0.3), out, patch=PATCH, verify=False)
-    return out
+    return export_decomposed_ts3mm(tmp_path_factory.mktemp("export"), PATCH)
 
 
 @pytest.fixture(scope="module")
