@@ -6,17 +6,14 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.cli.options import df_option, download_option, min_rank_option, policy_option, ranks_option
+from tuckertrt.cli.options import decomposition_options, download_option
 
 DEFAULT_MODEL = "fixture-3mm"
 
 
 @click.command("build")
 @click.argument("model", metavar="MODEL", default=DEFAULT_MODEL)
-@df_option
-@min_rank_option
-@policy_option
-@ranks_option
+@decomposition_options
 @download_option
 @click.option("--fp16", is_flag=True, help="Also write FP16 graphs (and FP16 engines where TensorRT runs).")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "torch"]), default="auto",

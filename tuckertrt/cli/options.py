@@ -34,3 +34,10 @@ policy_option = click.option("--policy", type=click.Choice(["default", "paper"])
 ranks_option = click.option("--ranks", "ranks_file", type=click.Path(dir_okay=False), default=None,
                             help="JSON file of explicit per-layer ranks {layer: [r_in, r_out] | 'keep'}.")
 download_option = click.option("--download", is_flag=True, help="Download missing TotalSegmentator weights.")
+
+
+def decomposition_options(command):
+    """--df, --min-rank, --policy and --ranks: how a command decomposes MODEL."""
+    for option in (ranks_option, policy_option, min_rank_option, df_option):
+        command = option(command)
+    return command

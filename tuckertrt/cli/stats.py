@@ -5,8 +5,7 @@ import json
 
 import click
 
-from tuckertrt.cli.options import (df_option, download_option, min_rank_option, model_argument, policy_option,
-                                   ranks_option)
+from tuckertrt.cli.options import decomposition_options, download_option, model_argument
 
 
 def _decomposed(model, df, min_rank, policy, ranks_file):
@@ -39,10 +38,7 @@ def format_table(report: dict) -> str:
 
 @click.command("stats")
 @model_argument
-@df_option
-@min_rank_option
-@policy_option
-@ranks_option
+@decomposition_options
 @download_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list for model sets).")
 def stats(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None, download: bool,
@@ -61,10 +57,7 @@ def stats(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
 
 @click.command("decompose")
 @model_argument
-@df_option
-@min_rank_option
-@policy_option
-@ranks_option
+@decomposition_options
 @download_option
 @click.option("--hooi-iters", default=0, show_default=True, type=click.IntRange(0, 100),
               help="HOOI refinement sweeps after the HOSVD initialisation.")
