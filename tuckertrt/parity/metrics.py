@@ -146,3 +146,14 @@ def _looks_like_ts(present: list[int], class_names: dict[int, str] | None) -> bo
     if class_names:
         return all(ts.get(label) == class_names.get(label) for label in present)
     return all(label <= max(ts) for label in present)
+
+
+def relabel_by_name(labels: np.ndarray, names: dict[int, str], target: dict[int, str]) -> np.ndarray:
+    """Map a label map from one label set to another by class name (names missing in ``target`` → 0)."""
+    ids = {name: i for i, name in target.items()}
+    lookup = np.zeros(int(max(names, default=0)) + 1, dtype=np.int64)
+    for label, name in names.items():
+        lookup[label] = ids.get(name, 0)
+    if labels.size and int(labels.max()) >= len(lookup):
+        raise TuckerTRTError(f"label {int(labels.max())} has no name")
+    return lookup[labels]
