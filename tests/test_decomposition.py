@@ -168,3 +168,24 @@ def test_summarize_reports_layers(small_model):
     assert decomposed_rows and all(0 < r["explained_variance"] <= 1 for r in decomposed_rows)
     assert {"params", "params_original", "gmacs", "gmacs_original", "compression_ratio", "df", "min_rank",
             "patch", "layers"} <= set(report)
+
+
+def test_residual_encoder_unet_from_old_plans_decomposes_exactly():
+    """ResidualEncoderUNet (nnU-Net ResEnc presets) is built from the plans and decomposed like PlainConvUNet."""
+    import copy
+
+    from tests.helpers import small_plans
+    from tuckertrt.decomposition import decompose_network
+    from tuckertrt.models.plans import architecture, configuration
+
+    plans = small_plans()
+    cfg = plans["configurations"]["3d_fullres"]
+    cfg["UNet_class_name"], cfg["n_conv_per_stage_encoder"] = "ResidualEncoderUNet", [1, 2, 2]
+    network = architecture(configuration(plans)).build(1, 4).eval()
+    full = copy.deepcopy(network)
+    chosen, skipped = plan_ranks(full, 1.0, 8, "paper")
+    decompose_network(full, chosen)
+    assert not skipped and any("skip" in name for name in chosen)  # the residual 1×1 projections too
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert float((full(x) - network(x)).abs().max()) < 1e-4
