@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from types import ModuleType
 from typing import Any
 
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """One CUDA device. ``sm`` is the compute capability as an integer (8.6 -> 86)."""
+    """One CUDA device. ``sm`` is the compute capability as an integer (8.6 -> 86); ``driver`` is the driver
+    release (nvidia-smi), ``cuda_driver`` the CUDA version that driver supports, ``cuda_runtime`` cudart's."""
 
     name: str
     sm: int
     driver: str = ""
+    cuda_driver: str = ""
     cuda_runtime: str = ""
 
     @property
@@ -55,7 +57,7 @@ def _gpu_from_cudart(cudart: ModuleType, device: int) -> GpuInfo | None:
     _, driver = cudart.cudaDriverGetVersion()
     _, runtime = cudart.cudaRuntimeGetVersion()
     name = prop.name.decode(errors="replace").rstrip("\0") if isinstance(prop.name, bytes) else str(prop.name)
-    return GpuInfo(name=name, sm=prop.major * 10 + prop.minor, driver=_cuda_version(driver),
+    return GpuInfo(name=name, sm=prop.major * 10 + prop.minor, cuda_driver=_cuda_version(driver),
                    cuda_runtime=_cuda_version(runtime))
 
 
@@ -81,8 +83,8 @@ def _gpu_from_nvidia_smi(device: int) -> GpuInfo | None:
 def current_gpu(device: int = 0) -> GpuInfo | None:
     """The CUDA device ``device`` of this machine, or None when there is no usable CUDA GPU."""
     cudart = import_cudart()
-    if cudart is not None:
-        gpu = _gpu_from_cudart(cudart, device)
-        if gpu is not None:
-            return gpu
-    return _gpu_from_nvidia_smi(device)
+    gpu = _gpu_from_cudart(cudart, device) if cudart is not None else None
+    smi = _gpu_from_nvidia_smi(device)
+    if gpu is None:
+        return smi
+    return replace(gpu, driver=smi.driver) if smi is not None else gpu

@@ -43,7 +43,7 @@ def _gpu_line(sidecar: dict[str, Any]) -> str:
     gpu = sidecar.get("gpu")
     if not isinstance(gpu, dict):
         return str(gpu)
-    versions = ", ".join(f"{k} {gpu[k]}" for k in ("driver", "cuda_runtime") if gpu.get(k))
+    versions = ", ".join(f"{k} {gpu[k]}" for k in ("driver", "cuda_driver", "cuda_runtime") if gpu.get(k))
     return f"{gpu.get('name')} ({versions})" if versions else str(gpu.get("name"))
 
 
