@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 from tuckertrt.cli import main
 from tuckertrt.engines import (BuildOptions, RuntimeFacts, build_engine, compatibility_problems, engine_support,
                                read_sidecar, sidecar_path)
+from tuckertrt.engines.gpu import current_gpu
 from tuckertrt.engines.naming import engine_filename
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import sha256_file
@@ -194,6 +195,14 @@ def test_corrupt_engine_is_refused(rtx_fp32: Path, tmp_path: Path, capsys: pytes
         TensorRTBackend.load(engine)
     sidecar_path(engine).unlink()
     assert_one_line_error(run_cli(["inspect", str(engine)], 1, capsys), "has no sidecar")
+
+
+@pytest.mark.skipif(current_gpu() is not None, reason="this machine has a CUDA GPU")
+def test_backend_without_gpu_says_why(rtx_fp32: Path) -> None:
+    from tuckertrt.backends.trt_runner import TensorRTBackend
+
+    with pytest.raises(TuckerTRTError, match="cuda-python is not installed|found no CUDA GPU"):
+        TensorRTBackend.load(rtx_fp32)
 
 
 def test_engine_for_another_gpu_is_refused(rtx_fp32: Path, capsys: pytest.CaptureFixture) -> None:

@@ -39,18 +39,19 @@ class TensorRTBackend:
         self.runtime, self.engine = runtime, engine  # the runtime must outlive the engine
         self.precision = sidecar["precision"]
         self.context = engine.create_execution_context()
-        self.stream = _cuda(cudart, cudart.cudaStreamCreate())
+        if self.context is None:
+            raise TuckerTRTError(f"{path.name}: TensorRT could not create an execution context (GPU memory?)")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
             raise TuckerTRTError(f"{path.name} has {len(inputs)} inputs; a segmentation engine has one")
         self.input_name = inputs[0]
         self.output_name = next(n for n in names if n != self.input_name)
-        max_input = self._max_shape(self.input_name)
-        self.context.set_input_shape(self.input_name, max_input)
-        self.dynamic = -1 in tuple(engine.get_tensor_shape(self.input_name))
-        self.input_shape = tuple(int(d) for d in (self.sidecar.get("profile") or {}).get(
-            self.input_name, {}).get("opt", max_input))
+        self.input_shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))  # -1: dynamic
+        self.dynamic = -1 in self.input_shape
+        self.max_input = self._max_shape(self.input_name)
+        self.context.set_input_shape(self.input_name, self.max_input)
+        self.stream = _cuda(cudart, cudart.cudaStreamCreate())
         self.buffers: dict[str, tuple[int, np.dtype]] = {}
         for name in names:
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
@@ -58,13 +59,13 @@ class TensorRTBackend:
             pointer = _cuda(cudart, cudart.cudaMalloc(int(np.prod(shape)) * dtype.itemsize))
             self.buffers[name] = (pointer, dtype)
             self.context.set_tensor_address(name, pointer)
-        self.max_batch = max_input[0]
 
     def _max_shape(self, name: str) -> tuple[int, ...]:
-        shape = tuple(self.engine.get_tensor_shape(name))
+        """The tensor's shape, or the largest its optimisation profile allows when it is dynamic."""
+        shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
         if -1 not in shape:
             return shape
-        return tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
+        return tuple(int(d) for d in self.engine.get_tensor_profile_shape(name, 0)[2])
 
     @classmethod
     def available(cls) -> bool:
@@ -113,9 +114,9 @@ class TensorRTBackend:
     def run(self, patch: np.ndarray) -> np.ndarray:
         in_pointer, in_dtype = self.buffers[self.input_name]
         x = np.ascontiguousarray(patch, dtype=in_dtype)
-        if x.shape[1:] != self.input_shape[1:] or not 1 <= x.shape[0] <= self.max_batch:
-            raise TuckerTRTError(f"{self.path.name} takes {self.input_shape} (batch up to {self.max_batch}), "
-                                 f"got {x.shape}")
+        if x.shape[1:] != self.max_input[1:] or not 1 <= x.shape[0] <= self.max_input[0]:
+            raise TuckerTRTError(f"{self.path.name} takes {self.max_input[1:]} patches, batch up to "
+                                 f"{self.max_input[0]}; got {x.shape}")
         if self.dynamic:
             self.context.set_input_shape(self.input_name, x.shape)
         cudart, stream = self.cudart, self.stream
