@@ -24,8 +24,9 @@ def resolve_onnx(artifact: Path, precision: str) -> Path:
     if precision not in ONNX_FILES:
         raise TuckerTRTError(f"ONNX artifacts exist in {'/'.join(ONNX_FILES)}, not {precision}")
     if artifact.is_dir():
-        from tuckertrt.graph.manifest import verify_artifact
+        from tuckertrt.graph.manifest import load_manifest, verify_artifact
 
+        load_manifest(artifact)
         path = artifact / ONNX_FILES[precision]
         if not path.is_file():
             raise TuckerTRTError(f"{artifact} has no {ONNX_FILES[precision]} (export it with --fp16 for fp16)")

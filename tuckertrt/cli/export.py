@@ -25,7 +25,7 @@ from tuckertrt.cli.options import df_option, download_option, min_rank_option, m
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare torch vs ONNX FP32 and FP32 vs FP16 on a real CT patch; results go in the manifest.")
-@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--output", default=None,
               help="Output directory (default: export/<model>_df<DF>/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def export(model: str, df: float | None, min_rank: int, policy: str, download: bool, fp16: bool,
@@ -73,9 +73,11 @@ def format_export(result) -> str:
 @click.option("--atol", type=float, default=None, help="Max abs error allowed (default: by precision).")
 @click.option("--min-argmax", type=click.FloatRange(0, 1), default=None,
               help="Minimum fraction of voxels whose argmax class agrees (default: by precision).")
+@click.option("--tie-margin", type=click.FloatRange(min=0), default=None,
+              help="Judge argmax only on voxels whose top-2 logit margin in A is at least this (random weights).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
 def compare(a: str, b: str, input_npy: str | None, ct: str | None, atol: float | None, min_argmax: float | None,
-            as_json: bool) -> None:
+            tie_margin: float | None, as_json: bool) -> None:
     """Run artifacts A and B (ONNX files, export dirs, engines, or MODEL refs for PyTorch) on the same patch.
 
     Prints a verdict and a JSON result; exit 0 if they agree within the tolerance, 1 if not. Use
@@ -86,7 +88,8 @@ def compare(a: str, b: str, input_npy: str | None, ct: str | None, atol: float |
 
     if input_npy and ct:
         raise UsageError("give --input or --ct, not both")
-    result = compare_artifacts(a, b, input_npy=input_npy, ct=ct, atol=atol, min_argmax=min_argmax)
+    result = compare_artifacts(a, b, input_npy=input_npy, ct=ct, atol=atol, min_argmax=min_argmax,
+                               tie_margin=tie_margin)
     if not as_json:
         click.echo(result.summary())
     click.echo(json.dumps(result.to_json(), indent=2))

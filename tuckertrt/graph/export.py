@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import atomic_dir, ensure_output_dir
 from tuckertrt.graph import manifest as mf
 from tuckertrt.graph.fp16 import to_fp16
-from tuckertrt.graph.simplify import SIMPLIFIERS, simplify_checked
+from tuckertrt.graph.simplify import SIMPLIFIERS, SIMPLIFY_TOLERANCE, simplify
 from tuckertrt.graph.structure import check_conv_layers, duplicated_initializers, op_counts
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.models.spec import ModelSpec
@@ -144,31 +145,29 @@ def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch
 
     start = time.perf_counter()
     probe = tuple(2 * d for d in spec.downsampling)
-    graph = torch_to_onnx(model.network, input_shape, spec.num_classes, opset, dynamic_batch is not None, probe)
+    traced = torch_to_onnx(model.network, input_shape, spec.num_classes, opset, dynamic_batch is not None, probe)
     timings["export"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    graph, simplify_comparison = simplify_checked(graph, simplifier, verify_input)
+    graphs = {"fp32": simplify(traced, simplifier)}
     timings["simplify"] = time.perf_counter() - start
-    structure = _check_structure(graph, model, (1, spec.input_channels, *probe))
-
-    graphs = {"fp32": graph}
+    structure = _check_structure(graphs["fp32"], model, (1, spec.input_channels, *probe))
     if fp16:
         start = time.perf_counter()
-        graphs["fp16"] = to_fp16(graph)
+        graphs["fp16"] = to_fp16(graphs["fp32"])
         timings["fp16"] = time.perf_counter() - start
 
-    comparisons = {"original_vs_simplified": simplify_comparison} if simplify_comparison else {}
-    if verify:
-        start = time.perf_counter()
-        comparisons.update(_verify(model, graphs, verify_input, input_label))
-        timings["verify"] = time.perf_counter() - start
+    start = time.perf_counter()
+    comparisons = _check_parity(model, traced if simplifier != "none" else None, graphs, verify, verify_input,
+                                input_label)
+    timings["parity"] = time.perf_counter() - start
 
     info = {"opset": opset, "input_shape": list(input_shape), "output_shape": [1, spec.num_classes, *patch],
             "dynamic_batch": dynamic_batch, "input_name": "input", "output_name": "logits",
             "exporter": "torch.onnx (TorchScript, in memory)", "simplifier": simplifier,
             "parameters": sum(p.numel() for p in model.network.parameters()),
-            "ops": op_counts(graph), "structure": structure, "seconds": {k: round(v, 2) for k, v in timings.items()}}
+            "ops": op_counts(graphs["fp32"]), "structure": structure,
+            "seconds": {k: round(v, 2) for k, v in timings.items()}}
     manifest = mf.new_manifest(model, info)
     manifest["comparisons"] = comparisons
     artifacts = {}
@@ -189,7 +188,11 @@ def _check_out_dir(out_dir: Path) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / mf.MANIFEST_NAME).is_file():
         raise TuckerTRTError(f"output directory {out_dir} is not empty and holds no tuckertrt export; "
                              f"choose a new or empty directory")
-    ensure_output_dir(out_dir.parent if str(out_dir.parent) else Path("."))
+    parent = ensure_output_dir(out_dir.parent)
+    try:  # os.access says yes to root everywhere; only a real write tells (e.g. /proc, read-only mounts)
+        Path(tempfile.mkdtemp(prefix=".tuckertrt-probe-", dir=parent)).rmdir()
+    except OSError as e:
+        raise TuckerTRTError(f"cannot write into {parent}: {e.strerror}") from None
 
 
 def _check_structure(graph: onnx.ModelProto, model: LoadedModel, probe_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -200,19 +203,40 @@ def _check_structure(graph: onnx.ModelProto, model: LoadedModel, probe_shape: tu
     return check_conv_layers(graph, executed_convs(model.network, probe_shape), ranks)
 
 
-def _verify(model: LoadedModel, graphs: dict[str, onnx.ModelProto], patch: np.ndarray,
-            input_label: str) -> dict[str, dict]:
+def _check_parity(model: LoadedModel, unsimplified: onnx.ModelProto | None, graphs: dict[str, onnx.ModelProto],
+                  verify: bool, patch: np.ndarray, input_label: str) -> dict[str, dict]:
+    """One polygraphy run of every graph (and torch): unsimplified vs simplified must agree (else raise);
+    with ``verify`` also torch vs ONNX FP32 and ONNX FP32 vs FP16. Returns the comparisons as JSON."""
     from tuckertrt.backends.ort_runner import OrtBackend
     from tuckertrt.backends.torch_runner import TorchBackend
-    from tuckertrt.parity.compare import compare_backends
+    from tuckertrt.parity.compare import RANDOM_WEIGHTS_TIE_MARGIN, Tolerance, compare_runs, tolerance_for
 
-    torch_backend = TorchBackend(model.network, patch.shape, "fp32", device="cpu")
-    backends = {p: OrtBackend(g.SerializeToString(), precision=p) for p, g in graphs.items()}
-    results = {"torch_vs_onnx_fp32": compare_backends(torch_backend, backends["fp32"], patch,
-                                                      labels=("torch", "onnx_fp32"), input_label=input_label)}
-    if "fp16" in backends:
-        results["onnx_fp32_vs_fp16"] = compare_backends(backends["fp32"], backends["fp16"], patch,
-                                                        labels=("onnx_fp32", "onnx_fp16"), input_label=input_label)
-    for backend in backends.values():
-        backend.close()
-    return {name: r.to_json() for name, r in results.items()}
+    backends: dict[str, Any] = {}
+    pairs: list[tuple[str, str, Tolerance | None]] = []
+    if unsimplified is not None:
+        backends["unsimplified"] = OrtBackend(unsimplified.SerializeToString())
+        pairs.append(("unsimplified", "onnx_fp32", Tolerance(**SIMPLIFY_TOLERANCE)))
+    if verify:
+        backends["torch"] = TorchBackend(model.network, patch.shape, "fp32", device="cpu")
+    backends.update({f"onnx_{p}": OrtBackend(g.SerializeToString(), precision=p) for p, g in graphs.items()
+                     if verify or p == "fp32"})
+    tie_margin = None if model.trained else RANDOM_WEIGHTS_TIE_MARGIN
+    if verify:
+        pairs += [(a, b, replace(tolerance_for("fp32", p), tie_margin=tie_margin))
+                  for a, b, p in (("torch", "onnx_fp32", "fp32"), ("onnx_fp32", "onnx_fp16", "fp16"))
+                  if b in backends]
+    if not pairs:
+        return {}
+    try:
+        results = compare_runs(backends, pairs, patch, input_label)
+    finally:
+        for backend in backends.values():
+            backend.close()
+    simplified = results.pop("unsimplified_vs_onnx_fp32", None)
+    if simplified is not None and not simplified.passed:
+        raise TuckerTRTError(f"the simplifier changed the graph's output ({simplified.stats}); "
+                             f"retry with another --simplifier")
+    named = {"original_vs_simplified": simplified} if simplified else {}
+    named.update({"torch_vs_onnx_fp32": results.get("torch_vs_onnx_fp32"),
+                  "onnx_fp32_vs_fp16": results.get("onnx_fp32_vs_onnx_fp16")})
+    return {name: r.to_json() for name, r in named.items() if r is not None}
