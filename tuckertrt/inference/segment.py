@@ -39,7 +39,7 @@ class Runner:
 RunnerLike = Union[Runner, "LoadedModel"]  # noqa: F821 (LoadedModel is imported lazily)
 
 
-def as_runner(item: Any, device: str | None = None) -> Runner:
+def as_runner(item: Any, device: str | None = None, precision: str = "fp32") -> Runner:
     """A :class:`Runner`, or a :class:`~tuckertrt.models.LoadedModel` run directly with torch."""
     if isinstance(item, Runner):
         return item
@@ -49,7 +49,7 @@ def as_runner(item: Any, device: str | None = None) -> Runner:
     if isinstance(item, LoadedModel):
         shape = (1, item.spec.input_channels, *item.spec.patch_size)
         extra = {"decomposition_df": item.decomposition.get("df")} if item.decomposition else {}
-        return Runner(item.spec, TorchBackend(item.network, shape, device=device), extra)
+        return Runner(item.spec, TorchBackend(item.network, shape, precision, device), extra)
     raise TuckerTRTError(f"cannot run {type(item).__name__}: expected a LoadedModel or a Runner")
 
 
@@ -163,10 +163,11 @@ class BatchResult:
 
 def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                  models: RunnerLike | Sequence[RunnerLike], tile_step: float = DEFAULT_TILE_STEP,
-                 masks: bool = False, progress: bool = False,
+                 masks: bool = False, progress: bool = False, keep_going: bool = True,
                  on_case: Callable[[str, str | None], None] | None = None) -> BatchResult:
     """Segment CTs case by case into ``out_dir`` (or into the ``.nii.gz`` file ``out_dir`` names for a single
-    input); a failing case is recorded and skipped. Outputs that would overwrite an input are refused first."""
+    input). A failing case is recorded and skipped (``keep_going``) or raised. Outputs that would overwrite an
+    input are refused before anything runs."""
     from tuckertrt.inference.outputs import check_not_overwriting_inputs, output_plan
 
     inputs = [Path(p) for p in inputs]
@@ -183,6 +184,10 @@ def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike
             error = None
         except (TuckerTRTError, OSError, MemoryError) as e:
             error = str(e) or type(e).__name__
+            if not keep_going:
+                if isinstance(e, OSError):
+                    raise TuckerTRTError(f"{dest.case}: {error}") from None
+                raise
             result.failed[dest.case] = error
         if on_case:
             on_case(dest.case, error)

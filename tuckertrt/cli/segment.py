@@ -1,0 +1,85 @@
+"""``tuckertrt segment``: full-CT segmentation of NIfTI files or DICOM series on any backend."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tuckertrt.cli.options import df_option, download_option, min_rank_option, policy_option
+from tuckertrt.errors import UsageError
+
+BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
+
+
+@click.command("segment")
+@click.argument("ct", metavar="CT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="A .nii.gz file for one CT, or a folder (one <case>.nii.gz per CT).")
+@click.option("--model", "model_ref", required=True, help="Model ref (fixture-3mm, total-3mm, a results folder...).")
+@df_option
+@min_rank_option
+@policy_option
+@download_option
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True)
+@click.option("--artifacts", type=click.Path(path_type=Path), default=None,
+              help="For onnxruntime/openvino: an export folder (with manifest.json) or .onnx file; "
+                   "for tensorrt: an engine file.")
+@click.option("--precision", default="fp32", show_default=True, help="Backend precision (fp32, fp16, bf16...).")
+@click.option("--tile-step", type=click.FloatRange(0.05, 1.0), default=0.8, show_default=True,
+              help="Sliding-window step as a fraction of the patch (TotalSegmentator total: 0.8).")
+@click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str, download: bool,
+            backend: str, artifacts: Path | None, precision: str, tile_step: float, masks: bool,
+            device: str | None) -> None:
+    """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
+
+    Exits 1 if any case failed (the others are still written)."""
+    from tuckertrt.inference.outputs import collect_inputs
+    from tuckertrt.inference.segment import segment_many
+
+    inputs = collect_inputs(ct)
+    runners = _runners(model_ref, df, min_rank, policy, download, backend, artifacts, precision, device)
+
+    def report(case: str, error: str | None) -> None:
+        if error:
+            click.echo(f"{case}: FAILED: {error}", err=True)
+
+    result = segment_many(inputs, output, runners, tile_step=tile_step, masks=masks,
+                          progress=sys.stderr.isatty(), keep_going=len(inputs) > 1, on_case=report)
+    for case, summary in result.summaries.items():
+        click.echo(f"{case}: {len(summary['present'])} classes, {summary['tiles']} tiles, "
+                   f"{summary['seconds']:.1f} s -> {result.written[case][0]}")
+    if result.failed:
+        click.echo(f"{len(result.failed)} of {len(inputs)} cases failed", err=True)
+        sys.exit(1)
+
+
+def _runners(model_ref: str, df: float | None, min_rank: int, policy: str, download: bool, backend: str,
+             artifacts: Path | None, precision: str, device: str | None) -> list:
+    from tuckertrt.cli.stats import _decomposed
+    from tuckertrt.inference.segment import Runner, as_runner
+    from tuckertrt.models import load_models
+
+    models = load_models(model_ref, download=download)
+    if backend == "torch":
+        if artifacts is not None:
+            raise UsageError("--artifacts is for the onnxruntime/openvino/tensorrt backends, not torch")
+        return [as_runner(_decomposed(m, df, min_rank, policy, None), device, precision) for m in models]
+    if artifacts is None:
+        raise UsageError(f"--backend {backend} needs --artifacts (an export folder or engine)")
+    if len(models) != 1:
+        raise UsageError(f"{model_ref} is a set of {len(models)} models; --backend {backend} runs one artifact, "
+                         f"use --backend torch or segment with each part's artifact")
+    if df is not None:
+        raise UsageError("--df applies to --backend torch; an artifact is already decomposed (or not)")
+    from tuckertrt.backends import open_backend
+
+    spec = models[0].spec
+    runner = Runner(spec, open_backend(backend, artifacts, precision), {"artifact": str(artifacts)})
+    expected = (spec.input_channels, *spec.patch_size)
+    if tuple(runner.predictor.input_shape[1:]) != expected:
+        raise UsageError(f"{artifacts} takes input {tuple(runner.predictor.input_shape)}, but {spec.name} needs "
+                         f"(1, {', '.join(map(str, expected))})")
+    return [runner]
