@@ -19,10 +19,10 @@ from types import ModuleType
 from typing import Any
 
 from tuckertrt import __version__
-from tuckertrt.engines.gpu import GpuInfo, current_gpu
+from tuckertrt.engines.gpu import GpuInfo
 from tuckertrt.engines.naming import engine_filename
 from tuckertrt.engines.runtime import (ENGINE_TAGS, collecting_logger, import_tensorrt, network_flags,
-                                       rtx_compute_capabilities, version_of)
+                                       require_gpu, rtx_compute_capabilities, version_of)
 from tuckertrt.engines.sidecar import AHEAD_OF_TIME, SIDECAR_FORMAT, sidecar_path
 from tuckertrt.engines.source import OnnxSource, resolve_source
 from tuckertrt.errors import TuckerTRTError, UsageError
@@ -92,10 +92,7 @@ def _rtx_targets(trt: ModuleType, options: BuildOptions, precision: str) -> list
 
 
 def _trt_gpu(trt: ModuleType, options: BuildOptions) -> GpuInfo:
-    gpu = current_gpu()
-    if gpu is None:
-        raise TuckerTRTError(f"no CUDA GPU found: TensorRT {trt.__version__} builds engines for the GPU it runs "
-                             "on (use --target rtx for an ahead-of-time TensorRT-RTX build)")
+    gpu = require_gpu(trt)
     if options.sms and list(options.sms) != [gpu.sm]:
         raise UsageError(f"full TensorRT builds for the GPU it runs on (SM{gpu.sm}, {gpu.name}); for other GPUs "
                          "use --hardware-compat ampere+ or --target rtx --sm ...")

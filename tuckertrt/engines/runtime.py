@@ -10,12 +10,13 @@ import re
 from types import ModuleType
 from typing import Any
 
-from tuckertrt.engines.gpu import current_gpu
+from tuckertrt.engines.gpu import GpuInfo, current_gpu
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError, UsageError
 
 TARGETS = ("trt", "rtx")
 PACKAGES = {"trt": ("tensorrt", "tensorrt", "trt"), "rtx": ("tensorrt_rtx", "tensorrt-rtx", "rtx")}
 ENGINE_TAGS = {"trt": "trt", "rtx": "trtrtx"}
+MIN_TENSORRT = (10, 0)  # the name-based I/O API and strongly typed networks as used here
 
 
 def check_target(target: str) -> str:
@@ -28,10 +29,14 @@ def import_tensorrt(target: str) -> ModuleType:
     """``tensorrt`` or ``tensorrt_rtx``; a missing (or broken) install is a one-line error."""
     module, package, extra = PACKAGES[check_target(target)]
     try:
-        return importlib.import_module(module)
+        trt = importlib.import_module(module)
     except (ImportError, OSError):
         raise MissingDependencyError(package, extra, "TensorRT engines" if target == "trt"
                                      else "TensorRT-RTX engines") from None
+    if target == "trt" and version_of(trt) < MIN_TENSORRT:
+        raise TuckerTRTError(f"TensorRT {trt.__version__} is too old: tuckertrt needs TensorRT "
+                             f"{version_text(MIN_TENSORRT)} or newer (10.x, 11.x)")
+    return trt
 
 
 def version_of(trt: ModuleType) -> tuple[int, int]:
@@ -75,18 +80,27 @@ def collecting_logger(trt: ModuleType) -> Any:
     return CollectingLogger()
 
 
+def require_gpu(trt: ModuleType) -> GpuInfo:
+    """This machine's GPU, which full TensorRT builds for; a one-line error without one."""
+    gpu = current_gpu()
+    if gpu is None:
+        raise TuckerTRTError(f"no CUDA GPU found: {trt.__name__} {trt.__version__} builds engines for the GPU it "
+                             "runs on (use --target rtx for an ahead-of-time TensorRT-RTX build)")
+    return gpu
+
+
 def engine_support(target: str = "trt") -> tuple[bool, str]:
     """Can engines for ``target`` be built here? (ok, reason), for callers that skip the engine step."""
     try:
         trt = import_tensorrt(target)
-    except MissingDependencyError as e:
+    except TuckerTRTError as e:  # missing, broken or too old
         return False, str(e)
     label = f"{trt.__name__} {trt.__version__}"
     if target == "rtx":
         ccs = ", ".join(f"SM{cc}" for cc in rtx_compute_capabilities(trt))
         return True, f"{label}: ahead-of-time builds for {ccs} (no GPU needed)"
-    gpu = current_gpu()
-    if gpu is None:
-        return False, (f"no CUDA GPU found: {label} builds engines for the GPU it runs on "
-                       "(use --target rtx for an ahead-of-time TensorRT-RTX build)")
+    try:
+        gpu = require_gpu(trt)
+    except TuckerTRTError as e:
+        return False, str(e)
     return True, f"{label} on {gpu.name} (SM{gpu.sm})"
