@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tuckertrt.backends.base import Backend
+from tuckertrt.backends.ort_runner import resolve_onnx
 from tuckertrt.backends.registry import backend_class, open_backend
 from tuckertrt.backends.torch_runner import TorchBackend
 from tuckertrt.bench.parity import agreement, argmax_labels, mean_dice
@@ -36,6 +37,7 @@ class BenchOptions:
     threads: int | None = None
     profile: bool = False
     gate: float = 0.99  # minimum argmax agreement with the uncompressed f32 model
+    calibration: Any = None  # a quantization.CalibrationSet, needed for int8
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -78,8 +80,10 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
         for v in variants:
             key = (v.key, precision)
             try:
+                artifact, load_precision = _artifact(backend, v, precision, options, patch, log)
                 with PeakRss() as rss:
-                    runner = open_backend(backend, v.onnx, precision=precision, threads=options.threads, **extra)
+                    runner = open_backend(backend, artifact, precision=load_precision, threads=options.threads,
+                                          **extra)
                     labels = argmax_labels(runner.run(patch))
             except TuckerTRTError as e:
                 log(f"  {backend} {precision} {v.key}: skipped ({e})")
@@ -87,7 +91,8 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
             loaded[key] = runner
             agree = agreement(reference, labels)
             rows[key] = {"variant": v.key, "df": v.df, "compressed": v.compressed, "backend": backend,
-                         "precision": runner.precision, "requested_precision": precision,
+                         "precision": precision if precision == "int8" else runner.precision,
+                         "requested_precision": precision,
                          "agreement": round(agree, 6), "dice": _round(mean_dice(reference, labels)),
                          "passes_gate": agree >= options.gate,
                          "peak_rss_mb": round(rss.peak / MB), "load_and_first_run_rss_mb":
@@ -107,16 +112,45 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
     gc.collect()
     if options.profile:
         for (variant_key, precision), row in rows.items():
-            onnx = next(v.onnx for v in variants if v.key == variant_key)
-            row["profile"] = profile_config(backend, onnx, precision, patch, options.threads, extra)
+            variant = next(v for v in variants if v.key == variant_key)
+            artifact, load_precision = _artifact(backend, variant, precision, options, patch, log)
+            row["profile"] = profile_config(backend, artifact, load_precision, patch, options.threads, extra)
     return list(rows.values())
+
+
+def _artifact(backend: str, variant: Variant, precision: str, options: BenchOptions, patch: np.ndarray,
+              log) -> tuple[Path, str]:
+    """What to load for (variant, precision): the export dir, or for int8 a quantised model calibrated on
+    ``options.calibration`` (NNCF IR for OpenVINO, Q/DQ ONNX for ONNX Runtime, run as an fp32 graph there)."""
+    if precision != "int8":
+        return variant.onnx, precision
+    if options.calibration is None:
+        raise TuckerTRTError("int8 needs a calibration case list")
+    from tuckertrt.quantization import quantize_openvino, quantize_qdq
+
+    source = variant.onnx / "model.onnx"
+    patches = options.calibration.patches(variant.model.spec, tuple(patch.shape[2:]))
+    start = time.perf_counter()
+    if backend == "openvino":
+        target = variant.onnx / "model_int8_nncf.xml"
+        if not target.exists():
+            quantize_openvino(source, target, patches)
+            log(f"  quantised {variant.key} with NNCF in {time.perf_counter() - start:.0f} s")
+        return target, "int8"
+    if backend == "onnxruntime":
+        target = variant.onnx / "model_int8_qdq.onnx"
+        if not target.exists():
+            quantize_qdq(source, target, patches)
+            log(f"  quantised {variant.key} to Q/DQ in {time.perf_counter() - start:.0f} s")
+        return target, "fp32"
+    raise TuckerTRTError(f"int8 on {backend} is built by its engine builder, not by the benchmark")
 
 
 def profile_config(backend: str, onnx: Path, precision: str, patch: np.ndarray, threads: int | None,
                    extra: dict[str, Any]) -> dict[str, Any] | None:
     """Per-node profile summary on ``backend`` (ORT profiling JSON, OpenVINO PERF_COUNT); None elsewhere."""
     if backend == "onnxruntime":
-        return summarise(ort_profile(onnx, patch, threads))
+        return summarise(ort_profile(resolve_onnx(onnx, "fp32"), patch, threads))
     if backend == "openvino":
         runner = open_backend(backend, onnx, precision=precision, threads=threads, profile=True, **extra)
         runner.run(patch)

@@ -14,6 +14,13 @@ ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16"
             "tensorrt": {"fp32", "fp16", "int8"}}
 
 
+def default_calibration() -> Path:
+    path = Path(__file__).resolve().parents[2] / "calibration" / "ts_example.json"
+    if not path.is_file():
+        raise UsageError("int8 needs --calibration CASES.json (the default calibration/ts_example.json is missing)")
+    return path
+
+
 def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> dict[str, list[str]]:
     """``--precision P`` applies to every backend that accepts P; ``--precision backend:P`` to one backend."""
     if not requested:
@@ -49,6 +56,8 @@ def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> d
               help="Parity gate: minimum argmax agreement with the uncompressed f32 model.")
 @click.option("--ct", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CT volume (NIfTI, at the model's spacing) for the parity patch (default: the example CT).")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Calibration case list (JSON) for int8; default: calibration/ts_example.json.")
 @click.option("--optimize", type=click.Choice(["none", "latency"]), default="none", show_default=True,
               help="latency: also benchmark, per DF, ranks/folds chosen per layer by timing on the target.")
 @click.option("--target", default="openvino:bf16", show_default=True,
@@ -58,7 +67,7 @@ def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> d
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), required=True,
               help="Directory for bench.json, bench.md and the exported ONNX models.")
 def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisions: tuple[str, ...], rounds: int,
-          warmup: int, threads: int | None, profile: bool, gate: float, ct: str | None, optimize: str, target: str,
+          warmup: int, threads: int | None, profile: bool, gate: float, ct: str | None, calibration: str | None, optimize: str, target: str,
           min_rank: int, policy: str, output: str) -> None:
     """Benchmark MODEL uncompressed and at each --df on every backend × precision, in one process."""
     from tuckertrt.bench import BenchOptions, df_variants, run_bench
@@ -71,6 +80,10 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
     chosen = list(backends or ("onnxruntime", "openvino"))
     options = BenchOptions(backends=chosen, precisions=precisions_per_backend(chosen, precisions), rounds=rounds,
                            warmup=warmup, threads=threads, profile=profile, gate=gate)
+    if any(p.endswith("int8") for p in precisions):
+        from tuckertrt.quantization import load_calibration
+
+        options.calibration = load_calibration(calibration or default_calibration())
     out = ensure_output_dir(output)
     loaded = load_model(model)
     patch, label = (ct_patch(loaded.spec, ct_path=ct), f"CT {Path(ct).name}") if ct else default_patch(loaded.spec)

@@ -227,9 +227,10 @@ def select_latency(model: LoadedModel, timer: LayerTimer, df: float, min_rank: i
     """Per layer, time the candidates at the layer's real input shape and keep the fastest.
 
     The accuracy budget: a candidate must explain at least the variance of Tucker-2 at the DF ranks (rounding
-    up and folding only add; the original conv explains all). ``max_param_ratio`` optionally bounds a
-    candidate's parameters relative to the original layer (e.g. 0.5 forbids keeping the original). A candidate
-    replaces the plain DF decomposition only when it is more than ``margin`` faster. Layers the forward pass
+    up and folding only add; the original conv explains all). ``max_param_ratio`` optionally bounds an
+    alternative's parameters relative to the original layer (e.g. 0.5 forbids keeping the original). An
+    alternative replaces the plain DF decomposition (always a candidate) only when it is more than ``margin``
+    faster. Layers the forward pass
     does not run (deep-supervision heads) follow the DF rule.
 
     Returns ``{"ranks": spec, "folds": {layer: "in"|"out"}, "layers": {layer: timings}, ...}``.
@@ -250,18 +251,18 @@ def select_latency(model: LoadedModel, timer: LayerTimer, df: float, min_rank: i
         base_ev = _variance(conv, base)
         original_params = conv.weight.numel() + (conv.out_channels if conv.bias is not None else 0)
         allowed = []
+        plain = Candidate(base).label
         for cand in candidates(conv, base, multiple, folds):
             ev = 1.0 if cand.ranks is None else _variance(conv, cand.ranks)
             params = original_params if cand.ranks is None else decomposed_params(conv, *cand.ranks)
-            if ev + 1e-9 < base_ev or (max_param_ratio is not None and params > max_param_ratio * original_params):
+            over_budget = max_param_ratio is not None and params > max_param_ratio * original_params
+            if cand.label != plain and (ev + 1e-9 < base_ev or over_budget):
                 continue
             choice.seconds[cand.label] = timer(cand.module(conv), choice.shape)
             choice.variance[cand.label] = round(ev, 6)
             allowed.append(cand)
-        plain = Candidate(base).label
         fastest = min(allowed, key=lambda c: choice.seconds[c.label])
-        pick = fastest if plain not in choice.seconds or \
-            choice.seconds[fastest.label] < (1 - margin) * choice.seconds[plain] else Candidate(base)
+        pick = fastest if choice.seconds[fastest.label] < (1 - margin) * choice.seconds[plain] else Candidate(base)
         choice.chosen = pick.label
         spec[name] = "keep" if pick.ranks is None else list(pick.ranks)
         if pick.fold:
@@ -269,9 +270,9 @@ def select_latency(model: LoadedModel, timer: LayerTimer, df: float, min_rank: i
         report[name] = {"shape": list(choice.shape), "chosen": choice.chosen,
                         "seconds": {k: round(v, 6) for k, v in choice.seconds.items()},
                         "explained_variance": choice.variance}
+        keep = f", keep {choice.seconds['keep'] * 1e3:.1f} ms" if "keep" in choice.seconds else ""
         log(f"  {name}: {choice.chosen} ({choice.seconds[choice.chosen] * 1e3:.1f} ms; plain "
-            f"{choice.seconds.get(plain, float('nan')) * 1e3:.1f} ms, keep {choice.seconds['keep'] * 1e3:.1f} ms)"
-            if "keep" in choice.seconds else f"  {name}: {choice.chosen}")
+            f"{choice.seconds[plain] * 1e3:.1f} ms{keep})")
     return {"method": "latency", "df": df, "min_rank": min_rank, "multiple": multiple, "margin": margin,
             "max_param_ratio": max_param_ratio, "ranks": spec, "folds": chosen_folds, "layers": report}
 

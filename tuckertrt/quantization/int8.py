@@ -12,13 +12,16 @@ import numpy as np
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError
 from tuckertrt.fileio import atomic_path
 
+QUANTIZED_OPS = ("Conv", "ConvTranspose")
+
 
 def quantize_qdq(onnx_in: str | Path, onnx_out: str | Path, patches: Iterable[np.ndarray],
                  per_channel: bool = True) -> Path:
     """Explicit Q/DQ ONNX via ONNX Runtime static quantisation (MinMax calibration over ``patches``).
 
-    Activations and weights are symmetric int8 (zero point 0), weights per output channel: the form TensorRT's
-    explicit quantisation consumes, and ONNX Runtime / OpenVINO run it as well."""
+    Only convolutions are quantised (InstanceNorm, activations and concatenations stay float). Activations and
+    weights are symmetric int8 (zero point 0), weights per output channel: the form TensorRT's explicit
+    quantisation consumes, and ONNX Runtime / OpenVINO run it as well."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -34,6 +37,7 @@ def quantize_qdq(onnx_in: str | Path, onnx_out: str | Path, patches: Iterable[np
         try:
             quantize_static(str(onnx_in), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                            op_types_to_quantize=list(QUANTIZED_OPS),
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
         except (ValueError, RuntimeError) as e:
             raise TuckerTRTError(f"INT8 quantisation of {onnx_in} failed: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,138 @@
+"""The benchmark harness: interleaved timing, profiles, parity gate, headline, report and the bench command."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import small_loaded_model
+from tuckertrt.bench import BenchOptions, df_variants, run_bench
+from tuckertrt.bench.parity import agreement, mean_dice
+from tuckertrt.bench.profiles import layer_of, ort_profile, summarise
+from tuckertrt.bench.report import markdown, profile_markdown
+from tuckertrt.bench.timing import PeakRss, interleaved
+from tuckertrt.cli import main
+from tuckertrt.cli.bench import precisions_per_backend
+from tuckertrt.decomposition.serialize import save_decomposed
+from tuckertrt.errors import UsageError
+from tuckertrt.parity.compare import default_patch
+
+
+def test_interleaved_rounds_alternate_and_report_median():
+    calls = []
+    runners = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), time.sleep(0.01))}
+    timings = interleaved(runners, rounds=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert timings["b"].median > timings["a"].median and len(timings["a"].rounds) == 3
+    assert timings["b"].minimum <= timings["b"].median <= timings["b"].maximum
+    assert set(timings["a"].to_json()) >= {"median", "spread", "rounds"}
+    with pytest.raises(ValueError):
+        interleaved(runners, rounds=0)
+
+
+def test_peak_rss_sees_a_large_allocation():
+    with PeakRss(interval=0.001) as rss:
+        block = np.ones(64 << 20, dtype=np.uint8)
+        time.sleep(0.02)
+        del block
+    assert rss.peak - rss.start >= 60 << 20
+
+
+def test_layer_of_and_summarise():
+    assert layer_of("/decoder/stages.3/convs/convs.0/all_modules/conv/core/Conv") == \
+        "decoder.stages.3.convs.convs.0.all_modules.conv"
+    assert layer_of("MVN_12") == "MVN_12"
+    nodes = [{"name": "/a/conv/project_in/Conv", "type": "Conv", "seconds": 1.0},
+             {"name": "/a/conv/core/Conv", "type": "Conv", "seconds": 2.0},
+             {"name": "/b/Relu", "type": "Relu", "seconds": 0.5}]
+    summary = summarise(nodes)
+    assert summary["by_type"]["Conv"] == {"seconds": 3.0, "nodes": 2}
+    assert list(summary["top_layers"]) == ["a.conv", "b"] and summary["total_seconds"] == 3.5
+
+
+def test_agreement_and_dice():
+    ref = np.array([0, 1, 1, 2])
+    assert agreement(ref, ref) == 1.0 and agreement(ref, np.array([0, 1, 2, 2])) == 0.75
+    assert mean_dice(ref, ref) == 1.0 and mean_dice(np.zeros(4), np.zeros(4)) is None
+
+
+@pytest.fixture(scope="module")
+def bench_result(tmp_path_factory):
+    model = small_loaded_model()
+    patch, label = default_patch(model.spec)
+    options = BenchOptions(["onnxruntime", "openvino", "tensorrt"],
+                           {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"], "tensorrt": ["fp16"]},
+                           rounds=2, threads=1, profile=True, gate=0.9)
+    out = tmp_path_factory.mktemp("bench")
+    return run_bench(df_variants(model, [1.0, 0.5]), options, out, patch, label, log=lambda s: None), out
+
+
+def test_run_bench_times_gates_and_profiles_every_config(bench_result):
+    result, out = bench_result
+    rows = result["configs"]
+    assert {(r["backend"], r["precision"], r["variant"]) for r in rows} == {
+        (b, p, v) for b, p in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"))
+        for v in ("DF 1", "DF 0.5")} or "BF16" not in __import__("openvino").Core().get_property(
+        "CPU", "OPTIMIZATION_CAPABILITIES")
+    reference = next(r for r in rows if r["variant"] == "DF 1" and r["backend"] == "onnxruntime")
+    assert reference["agreement"] > 0.999 and reference["speedup"] == 1.0 and reference["passes_gate"]
+    for r in rows:
+        assert r["timing"]["median"] > 0 and r["peak_rss_mb"] > 0 and r["profile"]["by_type"]
+    assert "tensorrt" in result["skipped"] or any(r["backend"] == "tensorrt" for r in rows)
+    assert (out / "models" / "DF_0.5" / "model.onnx").is_file()
+    assert result["variants"][1]["gmacs"] < result["variants"][0]["gmacs"]
+    head = result["headline"]
+    assert head["best_uncompressed"]["variant"] == "DF 1"
+    passing_compressed = [r for r in rows if r["compressed"] and r["passes_gate"]]
+    assert (head["speedup"] is None) == (not passing_compressed)
+    json.dumps(result)
+
+
+def test_reports_are_ratio_tables(bench_result):
+    result, _ = bench_result
+    text = markdown(result)
+    assert "| variant | GMACs | onnxruntime fp32 | openvino fp32 |" in text and "| DF 0.5 |" in text
+    assert "1.00× (" in text and "Uncompressed medians" in text
+    assert "| Convolution |" in profile_markdown(result) and "| Conv |" in profile_markdown(result)
+
+
+def test_ort_profile_returns_kernel_times_of_one_run(tmp_path):
+    from tuckertrt.graph import export_model
+
+    model = small_loaded_model()
+    onnx_file = export_model(model, tmp_path / "m", fp16=False, verify=False).artifacts["fp32"]
+    patch = np.zeros((1, 1, *model.spec.patch_size), dtype=np.float32)
+    nodes = ort_profile(onnx_file, patch, threads=1)
+    convs = [n for n in nodes if n["type"] == "Conv"]
+    assert len(convs) == 11 and all(n["seconds"] >= 0 for n in nodes)  # one run, not two
+
+
+def test_precision_selection():
+    assert precisions_per_backend(["onnxruntime", "openvino"], ()) == \
+        {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"]}
+    assert precisions_per_backend(["onnxruntime", "openvino"], ("bf16", "onnxruntime:int8")) == \
+        {"onnxruntime": ["int8"], "openvino": ["bf16"]}
+    with pytest.raises(UsageError, match="no benchmarked backend runs bf16"):
+        precisions_per_backend(["onnxruntime"], ("bf16",))
+    with pytest.raises(UsageError, match="add --backend openvino"):
+        precisions_per_backend(["onnxruntime"], ("openvino:fp32",))
+
+
+def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
+    model_file = save_decomposed(small_loaded_model(), tmp_path / "small.pt")
+    out = tmp_path / "out"
+    main(["bench", str(model_file), "--df", "0.5", "--backend", "openvino", "--precision", "fp32",
+          "--rounds", "1", "--threads", "1", "-o", str(out)])
+    result = json.loads((out / "bench.json").read_text())
+    assert [r["variant"] for r in result["configs"]] == ["DF 1", "DF 0.5"]
+    assert "| DF 0.5 |" in (out / "bench.md").read_text() and "| DF 0.5 |" in capsys.readouterr().out
+
+
+def test_bench_command_bad_input_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "ts-3mm", "--backend", "onnxruntime", "--precision", "bf16", "-o", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error:") and "Traceback" not in err and not (tmp_path / "o").exists()
