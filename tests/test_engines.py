@@ -91,6 +91,7 @@ def test_rtx_fp16_build_of_decomposed_ts3mm(rtx_fp16: Path, export_dir: Path) ->
     assert sidecar["compute_capabilities"] == ALL_RTX_SMS  # FP16 3D convs compile for Turing too
     assert sidecar["precision"] == "fp16" and sidecar["target"] == "rtx"
     assert sidecar["model"] == "ts-3mm" and sidecar["df"] == 0.3
+    assert sidecar["spec"]["num_classes"] == 118 and sidecar["spec"]["intensity"]
     assert sidecar["gpu"] == "ahead-of-time, no GPU"
     assert sidecar["input"] == {"name": "input", "shape": [1, 1, *PATCH], "dtype": "float"}
     assert sidecar["outputs"][0]["shape"] == [1, 118, *PATCH]

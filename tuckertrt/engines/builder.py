@@ -217,6 +217,7 @@ def _sidecar(trt: ModuleType, engine: Path, data: bytes, source: OnnxSource, opt
         "input": input_,
         "outputs": outputs,
         "profile": profile,
+        "spec": ((source.manifest or {}).get("model") or {}).get("spec"),  # normalisation, labels: for inference
         "source_onnx": str(source.converted_from or source.path),
         "source_onnx_sha256": sha256_file(source.converted_from or source.path),
         "converted_to_fp16": source.converted_from is not None,
