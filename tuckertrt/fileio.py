@@ -42,6 +42,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     if dest.parent and not dest.parent.exists():
         ensure_output_dir(dest.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent or ".")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; artifacts get the usual permissions
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -58,6 +59,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
         if dest.exists():
@@ -71,6 +73,12 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> Path:
