@@ -81,11 +81,13 @@ def test_select_latency_keeps_what_is_faster_under_a_deterministic_cost():
     model = small_loaded_model()
     full = model.spec.patch_size
 
-    def timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+    def cost(module: nn.Module, shape: tuple[int, ...]) -> float:
         convs = [m for m in module.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
-        cost = float(sum(m.weight.numel() for m in convs)) * np.prod(shape[2:]) * 1e-9
-        passes = len(convs) * (10.0 if tuple(shape[2:]) == tuple(full) else 0.0)
-        return cost + passes
+        macs = float(sum(m.weight.numel() for m in convs)) * np.prod(shape[2:]) * 1e-9
+        return macs + len(convs) * (10.0 if tuple(shape[2:]) == tuple(full) else 0.0)
+
+    def timer(modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
+        return [cost(m, shape) for m in modules]
 
     selection = select_latency(model, timer, df=0.5, min_rank=4)
     full_res = [n for n, info in selection["layers"].items() if info["shape"][2:] == list(full)]
@@ -101,7 +103,7 @@ def test_select_latency_keeps_what_is_faster_under_a_deterministic_cost():
 
 def test_select_latency_param_budget_forbids_keeping():
     model = small_loaded_model()
-    selection = select_latency(model, lambda m, s: 1.0, df=0.5, min_rank=4, max_param_ratio=0.9, folds=False)
+    selection = select_latency(model, lambda modules, shape: [1.0] * len(modules), df=0.5, min_rank=4, max_param_ratio=0.9, folds=False)
     assert all("keep" not in info["seconds"] for info in selection["layers"].values())
     assert all(v != "keep" for v in selection["ranks"].values())
 
@@ -110,5 +112,5 @@ def test_openvino_timer_times_a_real_layer():
     pytest.importorskip("openvino")
     timer = openvino_timer("fp32", threads=1, repeats=2)
     conv = nn.Conv3d(8, 8, 3, padding=1)
-    seconds = timer(conv, (1, 8, 24, 24, 24))
-    assert 0 < seconds < 1
+    seconds = timer([conv, TuckerConv.from_conv(conv, 4, 4)], (1, 8, 24, 24, 24))
+    assert len(seconds) == 2 and all(0 < s < 1 for s in seconds)

@@ -52,6 +52,8 @@ class OpenVinoBackend:
         self.notes = notes
         self.profiling = profile
         self.input_shape = tuple(int(d) for d in compiled.input(0).get_partial_shape().get_min_shape())
+        self.output_shape = tuple(int(d) for d in compiled.output(0).get_partial_shape().get_min_shape())
+        self.float32_output = compiled.output(0).get_element_type().get_type_name() == "f32"
 
     @classmethod
     def available(cls) -> bool:
@@ -87,9 +89,15 @@ class OpenVinoBackend:
         x = np.ascontiguousarray(patch, dtype=np.float32)
         if x.ndim != len(self.input_shape) or x.shape[1:] != self.input_shape[1:]:
             raise TuckerTRTError(f"input shape {x.shape} does not match the model's {self.input_shape}")
+        # OpenVINO writes the logits straight into a fresh array of ours: no copy of the (large) output, and the
+        # caller may keep it across calls.
+        if not self.float32_output:
+            self.request.infer({0: x})
+            return self.request.get_output_tensor(0).data.astype(np.float32, copy=True)
+        out = np.empty((x.shape[0], *self.output_shape[1:]), dtype=np.float32)
+        self.request.set_output_tensor(0, _openvino().Tensor(out, shared_memory=True))
         self.request.infer({0: x})
-        out = self.request.get_output_tensor(0).data
-        return out.astype(np.float32, copy=True)
+        return out
 
     def profile(self) -> list[dict[str, Any]]:
         """Per-node timings of the last ``run`` (needs ``profile=True`` at load): name, type, kernel, seconds."""

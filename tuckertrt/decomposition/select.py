@@ -7,7 +7,6 @@ Every selector returns an explicit per-layer spec ``{layer: [r_in, r_out] | "kee
 from __future__ import annotations
 
 import math
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -148,13 +147,22 @@ def candidates(conv: nn.Module, base: tuple[int, int], multiple: int, folds: boo
     return out
 
 
-LayerTimer = Callable[[nn.Module, tuple[int, ...]], float]
+LayerTimer = Callable[[list[nn.Module], tuple[int, ...]], list[float]]
+
+
+def _interleaved_minimum(runs: list[Callable[[], float]], repeats: int) -> list[float]:
+    """Warm each run up once, then ``repeats`` rounds in turn; the minimum per run (load on a shared machine
+    only ever adds time, so the minimum is the robust estimate)."""
+    for run in runs:
+        run()
+    samples = [[run() for run in runs] for _ in range(repeats)]
+    return [min(column) for column in zip(*samples)]
 
 
 def openvino_timer(precision: str = "bf16", threads: int | None = None, repeats: int = 5) -> LayerTimer:
-    """Time a module in isolation on OpenVINO CPU at an activation shape: median over ``repeats`` of the summed
-    per-node compute time (PERF_COUNT), leaving out the layout reorders at the isolated graph's boundary that
-    the real network does not have."""
+    """Time modules in isolation on OpenVINO CPU at an activation shape: the summed per-node compute time
+    (PERF_COUNT), leaving out the layout reorders at the isolated graph's boundary that the real network does
+    not have; candidates are compiled together and timed in interleaved rounds."""
     import openvino as ov
 
     from tuckertrt.backends.ov_runner import PRECISION_ALIASES
@@ -166,30 +174,33 @@ def openvino_timer(precision: str = "bf16", threads: int | None = None, repeats:
         config["INFERENCE_NUM_THREADS"] = threads
     boundary = {"Parameter", "Result", "Reorder", "Convert"}
 
-    def timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+    def compiled(module: nn.Module, shape: tuple[int, ...], x: np.ndarray) -> Callable[[], float]:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "layer.onnx"
             _export_dynamic(module, shape, path)
             model = core.read_model(str(path))
             model.reshape({0: ov.PartialShape(list(shape))})
             request = core.compile_model(model, "CPU", config).create_infer_request()
-        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-        request.infer({0: x})
-        samples = []
-        for _ in range(repeats):
+
+        def run() -> float:
             request.infer({0: x})
-            samples.append(sum(p.real_time.total_seconds() for p in request.get_profiling_info()
-                               if p.node_type not in boundary))
-        return statistics.median(samples)
+            return sum(p.real_time.total_seconds() for p in request.get_profiling_info()
+                       if p.node_type not in boundary)
+
+        return run
+
+    def timer(modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        return _interleaved_minimum([compiled(m, shape, x) for m in modules], repeats)
 
     return timer
 
 
 def onnxruntime_timer(threads: int | None = None, repeats: int = 5) -> LayerTimer:
-    """Time a module in isolation on ONNX Runtime CPU (wall clock, median of ``repeats``)."""
+    """Time modules in isolation on ONNX Runtime CPU (wall clock, interleaved rounds, minimum)."""
     import onnxruntime as ort
 
-    def timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+    def session_run(module: nn.Module, shape: tuple[int, ...], x: np.ndarray) -> Callable[[], float]:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -197,14 +208,18 @@ def onnxruntime_timer(threads: int | None = None, repeats: int = 5) -> LayerTime
             path = Path(tmp) / "layer.onnx"
             _export_dynamic(module, shape, path)
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        x = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-        session.run(None, x)
-        samples = []
-        for _ in range(repeats):
+        feed = {session.get_inputs()[0].name: x}
+
+        def run() -> float:
             start = time.perf_counter()
-            session.run(None, x)
-            samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
+            session.run(None, feed)
+            return time.perf_counter() - start
+
+        return run
+
+    def timer(modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        return _interleaved_minimum([session_run(m, shape, x) for m in modules], repeats)
 
     return timer
 
@@ -258,9 +273,10 @@ def select_latency(model: LoadedModel, timer: LayerTimer, df: float, min_rank: i
             over_budget = max_param_ratio is not None and params > max_param_ratio * original_params
             if cand.label != plain and (ev + 1e-9 < base_ev or over_budget):
                 continue
-            choice.seconds[cand.label] = timer(cand.module(conv), choice.shape)
             choice.variance[cand.label] = round(ev, 6)
             allowed.append(cand)
+        seconds = timer([cand.module(conv) for cand in allowed], choice.shape)
+        choice.seconds = dict(zip((cand.label for cand in allowed), seconds))
         fastest = min(allowed, key=lambda c: choice.seconds[c.label])
         pick = fastest if choice.seconds[fastest.label] < (1 - margin) * choice.seconds[plain] else Candidate(base)
         choice.chosen = pick.label

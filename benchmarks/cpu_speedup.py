@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""TS-3mm per-patch CPU table: uncompressed vs DF 0.5 / 0.3 / 0.1 (plain Tucker-2 and latency-aware ranks/folds)
+on ONNX Runtime f32, OpenVINO f32, OpenVINO bf16 (and OpenVINO/ORT int8 with --int8), measured side by side in
+ONE process, interleaved rounds; ratios, not absolute times (the machine is shared).
+
+Timing uses TS-3mm with random weights (only the architecture matters); each row's agreement is the argmax
+agreement / Dice of that configuration with the uncompressed f32 model on a real-CT patch — of the trained
+fixture model ``fixture-3mm`` (zero-shot) when it exists and has the same layers, else of the timed model.
+
+    python benchmarks/cpu_speedup.py -o bench-out [--df 0.5 0.3 0.1] [--rounds 3] [--threads 2] [--int8]
+        [--latency-df 0.3] [--quick]
+
+``--quick``: DF 0.3 only, OpenVINO bf16 only (a few minutes). Writes OUT/bench.json and OUT/bench.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tuckertrt.bench import BenchOptions, df_variants, run_bench
+from tuckertrt.bench.report import markdown, profile_markdown
+from tuckertrt.bench.run import headline, speedups
+from tuckertrt.bench.variants import Variant, latency_variants
+from tuckertrt.decomposition import decompose
+from tuckertrt.decomposition.select import selected_model
+from tuckertrt.errors import TuckerTRTError
+from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
+from tuckertrt.models import load_model
+from tuckertrt.parity.compare import default_patch
+
+
+def fixture_twins(variants: list[Variant], log) -> list[Variant] | None:
+    """The same configurations on the trained fixture (same layer names/shapes needed), or None."""
+    try:
+        fixture = load_model("fixture-3mm")
+    except TuckerTRTError as e:
+        log(f"fixture-3mm not available ({e}); agreement is measured on the timed model")
+        return None
+    shapes = {n: tuple(p.shape) for n, p in fixture.network.named_parameters()}
+    reference = {n: tuple(p.shape) for n, p in variants[0].model.network.named_parameters()}
+    if shapes != reference:
+        log("fixture-3mm has another architecture than the timed model; agreement is measured on the timed model")
+        return None
+    twins = []
+    for v in variants:
+        selection = v.model.extra.get("selection")
+        model = fixture if not v.compressed else selected_model(fixture, selection) if selection else \
+            decompose(fixture, df=v.df, min_rank=v.model.decomposition["min_rank"])
+        twins.append(Variant(v.key, v.df, model))
+    return twins
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("--model", default="ts-3mm")
+    parser.add_argument("--df", nargs="+", type=float, default=[0.5, 0.3, 0.1])
+    parser.add_argument("--latency-df", nargs="*", type=float, default=[0.3],
+                        help="DFs that also get latency-aware ranks/folds (timed on OpenVINO bf16)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gate", type=float, default=0.99)
+    parser.add_argument("--int8", action="store_true", help="also OpenVINO int8 (NNCF) and ORT int8 (Q/DQ)")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+
+    out = ensure_output_dir(args.output)
+    model = load_model(args.model)
+    dfs = [0.3] if args.quick else args.df
+    variants = df_variants(model, [1.0, *dfs])
+    variants += latency_variants(model, [1.0, *args.latency_df], "openvino", "bf16", args.threads, log=log)
+    precisions = {"openvino": ["bf16"]} if args.quick else \
+        {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"]}
+    options = BenchOptions(list(precisions), precisions, rounds=args.rounds, threads=args.threads,
+                           profile=args.profile, gate=args.gate)
+    if args.int8:
+        from tuckertrt.quantization import load_calibration
+
+        options.calibration = load_calibration(Path(__file__).resolve().parents[1] / "calibration" / "ts_example.json")
+        for backend in precisions:
+            precisions[backend].append("int8")
+    patch, label = default_patch(model.spec)
+    result = run_bench(variants, options, out, patch, label, log=log)
+    twins = fixture_twins(variants, log)
+    if twins is not None:
+        parity = run_bench(twins, BenchOptions(options.backends, precisions, rounds=1, warmup=0, threads=args.threads,
+                                               gate=args.gate, calibration=options.calibration),
+                           out / "fixture", *default_patch(twins[0].model.spec), log=log)
+        by_key = {(r["variant"], r["backend"], r["requested_precision"]): r for r in parity["configs"]}
+        for row in result["configs"]:
+            twin = by_key.get((row["variant"], row["backend"], row["requested_precision"]))
+            if twin:
+                row.update(agreement=twin["agreement"], dice=twin["dice"], passes_gate=twin["passes_gate"],
+                           agreement_model="fixture-3mm")
+        result["parity_input"] = f"{parity['parity_input']} (fixture-3mm, zero-shot)"
+        result["speedups"], result["headline"] = speedups(result["configs"]), headline(result["configs"])
+    result["model"] = model.describe()
+    write_json_atomic(out / "bench.json", result)
+    text = markdown(result) + ("\n" + profile_markdown(result) if args.profile else "")
+    write_bytes_atomic(out / "bench.md", text.encode())
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
