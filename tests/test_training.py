@@ -23,7 +23,7 @@ from tuckertrt.training.losses import Objective, distillation_loss, soft_dice_lo
 from tuckertrt.training.sampling import PatchSampler, Volume, crop, lower_bounds
 
 CLASSES = 5
-SPHERES = [(12, 7, 60), (26, 6, 300), (20, 5, 900), (30, 4, -500)]  # centre (x), radius, HU
+SPHERES = [(12, 12, 7, 60), (26, 20, 6, 300), (20, 29, 5, 900), (28, 37, 5, -500)]  # centre (x, z), radius, HU
 
 
 def tiny_model(seed: int = 0) -> LoadedModel:
@@ -43,8 +43,8 @@ def synthetic_case(shift: int = 0, shape=(40, 36, 44)) -> tuple[np.ndarray, np.n
     ct = -1000.0 + rng.normal(0, 20, shape)
     labels = np.zeros(shape, np.uint8)
     g = np.indices(shape)
-    for k, (cx, r, hu) in enumerate(SPHERES, 1):
-        m = (g[0] - cx) ** 2 + (g[1] - 18) ** 2 + (g[2] - 22 - shift) ** 2 < r * r
+    for k, (cx, cz, r, hu) in enumerate(SPHERES, 1):
+        m = (g[0] - cx) ** 2 + (g[1] - 18) ** 2 + (g[2] - cz - shift) ** 2 < r * r
         ct[m] = hu + rng.normal(0, 20, int(m.sum()))
         labels[m] = k
     return ct.astype(np.int16), labels, np.diag([3.0, 3.0, 3.0, 1.0])

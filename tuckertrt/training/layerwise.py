@@ -41,7 +41,7 @@ def fit_layer(layer: TuckerConv, original: nn.Module, inputs: torch.Tensor, step
         loss.backward()
         return loss
 
-    before = float(closure())
+    before = float(closure().detach())
     optimizer.step(closure)
     with torch.no_grad():
         after = float(((layer(inputs) - target) ** 2).mean() / scale)
@@ -49,7 +49,7 @@ def fit_layer(layer: TuckerConv, original: nn.Module, inputs: torch.Tensor, step
 
 
 def fit_layers(teacher: nn.Module, student: nn.Module, volumes: Sequence[Volume], patch: Sequence[int],
-               seed: int, device: str, crops: int = 2) -> dict[str, tuple[float, float]]:
+               seed: int, device: str, crops: int = 2, steps: int = 20) -> dict[str, tuple[float, float]]:
     """Fit every TuckerConv of ``student`` to the same-named conv of ``teacher`` on ``crops`` sampled patches."""
     sampler = PatchSampler(volumes, patch, crops)
     images = sampler.sample(np.random.default_rng(seed + 1)).image.to(device)
@@ -57,5 +57,5 @@ def fit_layers(teacher: nn.Module, student: nn.Module, volumes: Sequence[Volume]
     layers = {n: m for n, m in student.named_modules() if isinstance(m, TuckerConv)}
     originals = dict(teacher.named_modules())
     inputs = layer_inputs(teacher, list(layers), images)
-    return {name: fit_layer(layer, originals[name], inputs[name]) for name, layer in layers.items()
+    return {name: fit_layer(layer, originals[name], inputs[name], steps) for name, layer in layers.items()
             if name in inputs}

@@ -1,0 +1,113 @@
+"""Distillation from the uncompressed model on unlabelled CTs: API, hold-out, teacher cache, layer-wise init,
+bad input."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import pytest
+import torch
+
+from tests.test_training import _options, make_ts_dataset, synthetic_case, tiny_model
+from tuckertrt.cli import main
+from tuckertrt.decomposition import decompose
+from tuckertrt.errors import TuckerTRTError
+from tuckertrt.models.checkpoint import save_results_folder
+from tuckertrt.models.loaded import LoadedModel
+from tuckertrt.training import distill
+from tuckertrt.training.data import load_unlabelled
+from tuckertrt.training.layerwise import fit_layers
+from tuckertrt.training.sampling import Volume
+
+
+@pytest.fixture
+def ct_file(tmp_path):
+    ct, _, affine = synthetic_case()
+    path = tmp_path / "cts" / "scan.nii.gz"
+    path.parent.mkdir()
+    nib.save(nib.Nifti1Image(ct, affine), path)
+    return path
+
+
+def test_distill_improves_agreement_on_the_held_out_z_range(tmp_path, ct_file):
+    teacher = tiny_model()  # random weights: its segmentation is arbitrary but not constant
+    student = decompose(teacher, df=0.25, min_rank=2)
+    best, report = distill(teacher, student, [ct_file], tmp_path / "out", options=_options(12, batch_size=2))
+    json.dumps(report)  # JSON-able as it is
+    assert report["mode"] == "distill" and report["compression_ratio"] > 1
+    assert report["train_volumes"] == ["scan[train 0:33]"] and report["validation_volumes"] == ["scan[val 33:44]"]
+    assert report["original"]["mean_dice"] == 1.0 and report["original"]["voxel_agreement"] == 1.0
+    zero, final = report["zero_shot"], report["recovered"]
+    assert final["voxel_agreement"] >= zero["voxel_agreement"] and final["score"] >= zero["score"]
+    assert report["per_class_dice"]["recovered"] and report["seconds_per_iteration"] > 0
+    assert best.is_decomposed and best.decomposition["ranks"] == student.decomposition["ranks"]
+    assert [e["stage"] for e in report["evaluations"]] == ["original", "zero-shot", "distilled"]
+
+
+def test_online_teacher_when_the_cache_would_not_fit(tmp_path, ct_file):
+    teacher = tiny_model()
+    options = _options(2)
+    options.cache_limit_bytes = 0
+    _, report = distill(teacher, decompose(teacher, df=0.5), [ct_file.parent], tmp_path / "out", options=options)
+    assert report["iterations"] == 2 and report["history"][-1]["train"]["agree"] > 0
+
+
+def test_teacher_and_student_must_be_the_same_model(tmp_path, ct_file):
+    other = tiny_model()
+    other.spec = type(other.spec)(**{**other.spec.__dict__, "labels": {0: "background", 1: "liver", 2: "x",
+                                                                        3: "y", 4: "z"}})
+    with pytest.raises(TuckerTRTError, match="different models"):
+        distill(tiny_model(), decompose(other, df=0.5), [ct_file], tmp_path / "out", options=_options(1))
+    teacher = tiny_model()
+    with pytest.raises(TuckerTRTError, match="itself compressed"):
+        distill(decompose(teacher, df=0.5), decompose(teacher, df=0.5), [ct_file], tmp_path / "out",
+                options=_options(1))
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_inputs_are_skipped_and_none_readable_is_an_error(tmp_path, ct_file):
+    (ct_file.parent / "broken.nii.gz").write_bytes(b"not a nifti")
+    volumes, skipped = load_unlabelled([ct_file.parent], tiny_model().spec)
+    assert [v.name for v in volumes] == ["scan"] and "broken" in next(iter(skipped))
+    ct_file.unlink()
+    with pytest.raises(TuckerTRTError, match="no readable CT"):
+        load_unlabelled([ct_file.parent], tiny_model().spec)
+
+
+def test_distill_cli_errors_are_one_line(tmp_path, ct_file, capsys):
+    folder = save_results_folder(tiny_model(), tmp_path / "D" / "nnUNetTrainer__nnUNetPlans__3d_fullres")
+    cases = [
+        (["--distill", str(tmp_path / "missing.nii.gz")], "input not found"),
+        ([str(ct_file)], "add --distill"),
+        (["--distill", str(ct_file), "--iterations", "-3"], "iterations must be at least 1"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit):
+            main(["finetune", str(folder), "--df", "0.5", *args, "-o", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["finetune", str(folder), "--df", "0.5", "--distill", str(ct_file.parent),
+              "-o", str(ct_file.parent / "out")])
+    assert "inside the input folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (ct_file.parent / "out").exists()
+
+
+def test_compressed_model_needs_a_teacher(tmp_path, ct_file, capsys):
+    from tuckertrt.decomposition.serialize import save_decomposed
+
+    saved = save_decomposed(decompose(tiny_model(), df=0.5), tmp_path / "student.pt")
+    with pytest.raises(SystemExit):
+        main(["finetune", str(saved), "--distill", str(ct_file), "-o", str(tmp_path / "out")])
+    assert "--teacher" in capsys.readouterr().err
+
+
+def test_layerwise_fit_reduces_each_layers_error(tmp_path):
+    teacher = tiny_model()
+    student = decompose(teacher, df=0.25, min_rank=2)
+    volume = Volume("v", torch.randn(1, 40, 36, 44).numpy())
+    fits = fit_layers(teacher.network, student.network, [volume], (16, 16, 16), seed=0, device="cpu", steps=5)
+    unused_heads = {"decoder.seg_layers.0"}  # deep-supervision head, not run without deep supervision
+    assert set(fits) == set(student.decomposition["ranks"]) - unused_heads
+    assert all(after <= before + 1e-9 for before, after in fits.values())
+    assert sum(after for _, after in fits.values()) < 0.9 * sum(before for before, _ in fits.values())
