@@ -104,14 +104,13 @@ def nonzero_params(network: nn.Module, model: LoadedModel) -> int:
 
 def matched_amount(model: LoadedModel, compression_ratio: float, channels: str = "in", tol: float = 1e-3
                    ) -> float:
-    """The amount whose pruned model reaches ``compression_ratio`` (bisection on the actual count)."""
+    """The amount whose pruned model comes closest to ``compression_ratio`` (bisection on the actual count;
+    channel counts are integers, so the ratio moves in steps)."""
+    def ratio(amount: float) -> float:
+        return prune(model, amount, channels)[0].extra["pruning"]["compression_ratio"]
+
     lo, hi = 0.0, 0.999
-    target = compression_ratio
     for _ in range(int(math.log2(1 / tol)) + 1):
         mid = (lo + hi) / 2
-        pruned, _ = prune(model, mid, channels)
-        if pruned.extra["pruning"]["compression_ratio"] < target:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+        lo, hi = (mid, hi) if ratio(mid) < compression_ratio else (lo, mid)
+    return min((lo, hi), key=lambda a: abs(math.log(ratio(a) / compression_ratio)))
