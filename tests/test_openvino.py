@@ -121,3 +121,13 @@ def test_missing_openvino_is_a_dependency_error(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(MissingDependencyError, match="openvino is not installed"):
         OpenVinoBackend.load(result.artifacts["fp32"])
+
+
+def test_f16_logits_leave_the_graph_as_float16(exported):
+    _, result, patch, reference = exported
+    backend = OpenVinoBackend.load(result.artifacts["fp32"], precision="fp32", logits="f16")
+    logits = backend.run(patch)
+    assert logits.dtype == np.float16 and logits.shape == reference.shape
+    np.testing.assert_allclose(logits.astype(np.float32), reference, atol=2e-2, rtol=1e-2)
+    with pytest.raises(TuckerTRTError, match="logits"):
+        OpenVinoBackend.load(result.artifacts["fp32"], logits="bf16")

@@ -5,6 +5,11 @@ with a note, on CPUs without it), ``f32``/``fp32``, ``f16``/``fp16`` (where the 
 artifact that already carries quantisation (Q/DQ ONNX or an NNCF-quantised IR; its non-quantised ops run in bf16
 where available). ``PERFORMANCE_HINT=LATENCY`` and ``INFERENCE_NUM_THREADS`` are set; with ``cache_dir`` the
 compiled model is cached so a second load skips compilation.
+
+``run`` returns float32 logits written by OpenVINO directly into a fresh array (no output copy). With
+``logits="f16"`` the logits leave the graph as float16 (half the bytes of the largest tensor of a
+118-class patch); ``run`` then returns float16 — fine for argmax and for a float32 Gaussian accumulator
+(``acc += logits * gaussian`` upcasts), opt-in because the Backend protocol promises float32.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from tuckertrt.errors import MissingDependencyError, TuckerTRTError
 
 PRECISION_ALIASES = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16", "int8": "int8"}
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
+LOGITS_TYPES = {"f32": np.float32, "f16": np.float16}
 _QUANT_OPS = {"FakeQuantize", "QuantizeLinear", "DequantizeLinear", "FakeConvert"}
 
 
@@ -53,7 +59,7 @@ class OpenVinoBackend:
         self.profiling = profile
         self.input_shape = tuple(int(d) for d in compiled.input(0).get_partial_shape().get_min_shape())
         self.output_shape = tuple(int(d) for d in compiled.output(0).get_partial_shape().get_min_shape())
-        self.float32_output = compiled.output(0).get_element_type().get_type_name() == "f32"
+        self.output_dtype = LOGITS_TYPES.get(compiled.output(0).get_element_type().get_type_name())
 
     @classmethod
     def available(cls) -> bool:
@@ -62,7 +68,7 @@ class OpenVinoBackend:
     @classmethod
     def load(cls, artifact: Path, precision: str = "bf16", threads: int | None = None,
              cache_dir: str | Path | None = None, profile: bool = False, device: str = "CPU",
-             **opts: Any) -> "OpenVinoBackend":
+             logits: str = "f32", **opts: Any) -> "OpenVinoBackend":
         ov = _openvino()
         if opts:
             raise TuckerTRTError(f"unknown OpenVINO option(s): {', '.join(sorted(opts))}")
@@ -70,6 +76,8 @@ class OpenVinoBackend:
             raise TuckerTRTError(f"OpenVINO precision must be one of {', '.join(PRECISION_ALIASES)}, not {precision}")
         if threads is not None and threads < 1:
             raise TuckerTRTError(f"threads must be a positive integer, got {threads}")
+        if logits not in LOGITS_TYPES:
+            raise TuckerTRTError(f"logits must be one of {', '.join(LOGITS_TYPES)}, not {logits}")
         source = resolve_onnx(Path(artifact), "fp32")  # OpenVINO lowers precision itself
         core = ov.Core()
         hint, notes = _inference_precision(PRECISION_ALIASES[precision], cpu_capabilities(core), device)
@@ -81,7 +89,12 @@ class OpenVinoBackend:
         if precision == "int8" and not _is_quantized(_read_model(core, source)):
             raise TuckerTRTError(f"{source} carries no quantisation (no Q/DQ or FakeQuantize nodes); "
                                  "quantise it first (tuckertrt.quantization)")
-        compiled = _compile(core, source, device, config, cache, notes)
+        model: Any = str(source)
+        if logits != "f32":  # the graph's last reorder converts to f16 itself: half the bytes leave the graph
+            ppp = ov.preprocess.PrePostProcessor(_read_model(core, source))
+            ppp.output(0).tensor().set_element_type(ov.Type.f16)
+            model = ppp.build()
+        compiled = _compile(core, model, device, config, cache, notes)
         actual = "int8" if precision == "int8" else {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
         return cls(compiled, actual, precision, source, threads, cache, notes, profile)
 
@@ -91,10 +104,10 @@ class OpenVinoBackend:
             raise TuckerTRTError(f"input shape {x.shape} does not match the model's {self.input_shape}")
         # OpenVINO writes the logits straight into a fresh array of ours: no copy of the (large) output, and the
         # caller may keep it across calls.
-        if not self.float32_output:
+        if self.output_dtype is None:
             self.request.infer({0: x})
             return self.request.get_output_tensor(0).data.astype(np.float32, copy=True)
-        out = np.empty((x.shape[0], *self.output_shape[1:]), dtype=np.float32)
+        out = np.empty((x.shape[0], *self.output_shape[1:]), dtype=self.output_dtype)
         self.request.set_output_tensor(0, _openvino().Tensor(out, shared_memory=True))
         self.request.infer({0: x})
         return out
@@ -166,19 +179,20 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _compile(core: Any, source: Path, device: str, config: dict[str, Any], cache: Path | None,
+def _compile(core: Any, model: Any, device: str, config: dict[str, Any], cache: Path | None,
              notes: list[str]) -> Any:
-    """Compile from the file path (so a cache hit skips reading the model too); an unusable cache is bypassed
-    with a note, an unreadable model is a one-line error."""
+    """Compile ``model`` (preferably a file path: a cache hit then skips reading the model too); an unusable
+    cache is bypassed with a note, an unreadable model is a one-line error."""
     if cache is not None:
         try:
-            return core.compile_model(str(source), device, {**config, "CACHE_DIR": str(cache)})
+            return core.compile_model(model, device, {**config, "CACHE_DIR": str(cache)})
         except RuntimeError as e:
             cache_error = _first_line(e)
     try:
-        compiled = core.compile_model(str(source), device, config)
+        compiled = core.compile_model(model, device, config)
     except RuntimeError as e:
-        raise TuckerTRTError(f"OpenVINO cannot compile {source}: {_first_line(e)}") from None
+        raise TuckerTRTError(f"OpenVINO cannot compile {model if isinstance(model, str) else 'the model'}: "
+                             f"{_first_line(e)}") from None
     if cache is not None:
         note = f"compiled-model cache {cache} is unusable ({cache_error}); compiled without it"
         warnings.warn(note, stacklevel=3)

@@ -80,10 +80,10 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
         for v in variants:
             key = (v.key, precision)
             try:
-                artifact, load_precision = _artifact(backend, v, precision, options, patch, log)
+                artifact, load_precision, variant_opts = _artifact(backend, v, precision, options, patch, log)
                 with PeakRss() as rss:
                     runner = open_backend(backend, artifact, precision=load_precision, threads=options.threads,
-                                          **extra)
+                                          **extra, **variant_opts)
                     labels = argmax_labels(runner.run(patch))
             except TuckerTRTError as e:
                 log(f"  {backend} {precision} {v.key}: skipped ({e})")
@@ -91,7 +91,8 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
             loaded[key] = runner
             agree = agreement(reference, labels)
             rows[key] = {"variant": v.key, "df": v.df, "compressed": v.compressed, "backend": backend,
-                         "precision": precision if precision == "int8" else runner.precision,
+                         "precision": precision if precision.startswith("int8") or variant_opts
+                         else runner.precision,
                          "requested_precision": precision,
                          "agreement": round(agree, 6), "dice": _round(mean_dice(reference, labels)),
                          "passes_gate": agree >= options.gate,
@@ -113,17 +114,24 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
     if options.profile:
         for (variant_key, precision), row in rows.items():
             variant = next(v for v in variants if v.key == variant_key)
-            artifact, load_precision = _artifact(backend, variant, precision, options, patch, log)
-            row["profile"] = profile_config(backend, artifact, load_precision, patch, options.threads, extra)
+            artifact, load_precision, variant_opts = _artifact(backend, variant, precision, options, patch, log)
+            row["profile"] = profile_config(backend, artifact, load_precision, patch, options.threads,
+                                            {**extra, **variant_opts})
     return list(rows.values())
 
 
 def _artifact(backend: str, variant: Variant, precision: str, options: BenchOptions, patch: np.ndarray,
-              log) -> tuple[Path, str]:
-    """What to load for (variant, precision): the export dir, or for int8 a quantised model calibrated on
-    ``options.calibration`` (NNCF IR for OpenVINO, Q/DQ ONNX for ONNX Runtime, run as an fp32 graph there)."""
+              log) -> tuple[Path, str, dict[str, Any]]:
+    """What to load for (variant, precision) and with which extra backend options: the export dir, or for int8
+    a quantised model calibrated on ``options.calibration`` (NNCF IR for OpenVINO, Q/DQ ONNX for ONNX Runtime,
+    run as an fp32 graph there). ``bf16+f16-logits`` (OpenVINO): bf16 with float16 logits leaving the graph."""
+    precision, _, suffix = precision.partition("+")
+    if suffix:
+        if backend != "openvino" or suffix != "f16-logits":
+            raise TuckerTRTError(f"unknown precision variant +{suffix} for {backend}")
+        return variant.onnx, precision, {"logits": "f16"}
     if precision != "int8":
-        return variant.onnx, precision
+        return variant.onnx, precision, {}
     if options.calibration is None:
         raise TuckerTRTError("int8 needs a calibration case list")
     from tuckertrt.quantization import quantize_openvino, quantize_qdq
@@ -136,13 +144,13 @@ def _artifact(backend: str, variant: Variant, precision: str, options: BenchOpti
         if not target.exists():
             quantize_openvino(source, target, patches)
             log(f"  quantised {variant.key} with NNCF in {time.perf_counter() - start:.0f} s")
-        return target, "int8"
+        return target, "int8", {}
     if backend == "onnxruntime":
         target = variant.onnx / "model_int8_qdq.onnx"
         if not target.exists():
             quantize_qdq(source, target, patches)
             log(f"  quantised {variant.key} to Q/DQ in {time.perf_counter() - start:.0f} s")
-        return target, "fp32"
+        return target, "fp32", {}
     raise TuckerTRTError(f"int8 on {backend} is built by its engine builder, not by the benchmark")
 
 

@@ -10,7 +10,8 @@ from tuckertrt.errors import UsageError
 
 # Precisions each backend is benchmarked in when --precision does not say (and the ones it accepts).
 DEFAULT_PRECISIONS = {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"], "tensorrt": ["fp16"]}
-ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "fp16", "int8"},
+ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"},
+            "openvino": {"fp32", "bf16", "fp16", "int8", "bf16+f16-logits", "fp32+f16-logits"},
             "tensorrt": {"fp32", "fp16", "int8"}}
 
 
@@ -46,8 +47,8 @@ def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> d
 @click.option("--backend", "backends", type=click.Choice(list(DEFAULT_PRECISIONS)), multiple=True,
               help="Backends to run (default: onnxruntime and openvino). Repeatable.")
 @click.option("--precision", "precisions", multiple=True,
-              help="fp32 / bf16 / fp16 / int8, or backend:precision. Repeatable. Default: ORT fp32, OpenVINO "
-                   "fp32+bf16.")
+              help="fp32 / bf16 / fp16 / int8 (OpenVINO also bf16+f16-logits: float16 logits leave the graph), "
+                   "or backend:precision. Repeatable. Default: ORT fp32, OpenVINO fp32 and bf16.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Interleaved timed rounds.")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Warm-up runs per config.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Threads per runtime (default: its own).")
