@@ -84,22 +84,50 @@ class LogitStats:
         return text
 
 
-def logit_stats(a: np.ndarray, b: np.ndarray, tolerance: Tolerance) -> LogitStats:
-    """Compare ``b`` with the reference ``a``."""
+def top2(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax over axis 1 and the top-2 margin, one class slice at a time (several times faster than
+    ``argmax(axis=1)`` on 118 x 1.6 M logits, and no (K, *spatial) temporaries)."""
+    best = np.full(logits[:, 0].shape, -np.inf, dtype=np.float32)
+    second = best.copy()
+    index = np.zeros(best.shape, dtype=np.int32)
+    better = np.empty(best.shape, dtype=bool)
+    for k in range(logits.shape[1]):
+        x = logits[:, k]
+        np.greater(x, best, out=better)
+        np.maximum(second, x, out=second)
+        np.copyto(second, best, where=better)
+        np.copyto(index, np.int32(k), where=better)
+        np.copyto(best, x, where=better)
+    return index, best - second
+
+
+def logit_stats(a: np.ndarray, b: np.ndarray, tolerance: Tolerance, max_samples: int = 4_000_000) -> LogitStats:
+    """Compare ``b`` with the reference ``a``, one class slice at a time.
+
+    Max and mean abs error are exact; median and p99 come from a systematic sample of at most ``max_samples``
+    values (exact for smaller outputs).
+    """
     if a.shape != b.shape:
         raise TuckerTRTError(f"outputs differ in shape: {a.shape} vs {b.shape}")
-    diff = np.abs(a.astype(np.float32, copy=False) - b.astype(np.float32, copy=False)).ravel()
-    finite = bool(np.isfinite(diff).all())
-    max_abs = float(diff.max()) if finite else float("inf")
-    median_abs, p99_abs = (float(v) for v in np.quantile(diff, [0.5, 0.99])) if finite else (float("inf"),) * 2
-    mean_abs = float(diff.mean()) if finite else float("inf")
-    del diff
-    agree = a.argmax(axis=1) == b.argmax(axis=1)
+    step = max(1, a.size // max_samples)
+    diff = np.empty(a[:, 0].shape, dtype=np.float32)
+    max_abs, total, samples = 0.0, 0.0, []
+    for k in range(a.shape[1]):
+        np.abs(np.subtract(a[:, k], b[:, k], out=diff, dtype=np.float32), out=diff)
+        max_abs = max(max_abs, float(diff.max()))
+        total += float(diff.sum(dtype=np.float64))  # NaN/inf propagate into the total
+        samples.append(diff.ravel()[::step].copy())
+    finite = bool(np.isfinite(total))
+    max_abs = max_abs if finite else float("inf")
+    median_abs, p99_abs = (float(v) for v in np.quantile(np.concatenate(samples), [0.5, 0.99])) if finite \
+        else (float("inf"),) * 2
+    mean_abs = total / a.size if finite else float("inf")
+    index_a, margin = top2(a)
+    agree = index_a == top2(b)[0]
     agreement = float(agree.mean())
     decisive_agreement = near_ties = None
     if tolerance.tie_margin is not None:
-        top2 = np.partition(a, a.shape[1] - 2, axis=1)[:, -2:]
-        decisive = (top2[:, 1] - top2[:, 0]) >= tolerance.tie_margin
+        decisive = margin >= tolerance.tie_margin
         near_ties = 1.0 - float(decisive.mean())
         decisive_agreement = float(agree[decisive].mean()) if decisive.any() else 1.0
     judged = agreement if decisive_agreement is None else decisive_agreement
@@ -193,8 +221,8 @@ def compare_runs(backends: dict[str, Backend], pairs: list[tuple[str, str, Toler
     labels = list(backends)
     runners = [polygraphy_runner(backend, label) for label, backend in backends.items()]
     feed = [OrderedDict([(INPUT_NAME, np.ascontiguousarray(patch, dtype=np.float32))])]
-    severity = G_LOGGER.module_severity
-    G_LOGGER.module_severity = G_LOGGER.ERROR
+    severity, colors = G_LOGGER.module_severity, G_LOGGER.colors
+    G_LOGGER.module_severity, G_LOGGER.colors = G_LOGGER.CRITICAL, False  # the verdict is ours to print
     try:
         runs = Comparator.run(runners, data_loader=feed)
         seconds = {label: float(iters[0].runtime) for label, iters in runs if iters and iters[0].runtime}
@@ -208,7 +236,7 @@ def compare_runs(backends: dict[str, Backend], pairs: list[tuple[str, str, Toler
             results[f"{a}_vs_{b}"] = ComparisonResult(described[a], described[b], stats, tolerance, input_label,
                                                       {k: seconds[k] for k in (a, b) if k in seconds})
     finally:
-        G_LOGGER.module_severity = severity
+        G_LOGGER.module_severity, G_LOGGER.colors = severity, colors
     return results
 
 
@@ -219,15 +247,6 @@ def compare_backends(a: Backend, b: Backend, patch: np.ndarray, tolerance: Toler
         labels = (f"a:{labels[0]}", f"b:{labels[1]}")
     results = compare_runs({labels[0]: a, labels[1]: b}, [(labels[0], labels[1], tolerance)], patch, input_label)
     return next(iter(results.values()))
-
-
-def normalise_ct(volume: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """nnU-Net's CTNormalization: clip to the foreground 0.5/99.5 percentiles, z-score with mean/std."""
-    if spec.intensity is None:
-        raise TuckerTRTError(f"{spec.name} has no CT intensity properties to normalise with")
-    p = spec.intensity
-    clipped = np.clip(volume.astype(np.float32), p.lower, p.upper)
-    return (clipped - p.mean) / max(p.std, 1e-8)
 
 
 def fit_to_patch(volume: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
@@ -245,25 +264,16 @@ def fit_to_patch(volume: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
 
 def ct_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None, ct_path: str | Path | None = None,
              batch: int = 1) -> np.ndarray:
-    """A normalised patch (batch, 1, *patch) of real CT in the network's axis order (default: the example CT).
+    """A normalised patch (batch, C, *patch) of real CT (default: the example CT) in the network's axis order.
 
-    The volume is used at its own spacing (the example is already at 3 mm): this makes a realistic input for
-    parity checks, not a full inference pipeline.
+    The volume goes through the inference preprocessing (RAS, axis order, resampling to the model spacing, CT
+    normalisation) and is centre-cropped/zero-padded to the patch: a realistic input for parity checks.
     """
-    import nibabel as nib
+    from tuckertrt.inference.io import read_ct
+    from tuckertrt.inference.preprocess import preprocess
 
-    path = Path(ct_path) if ct_path else EXAMPLE_CT
-    if not path.is_file():
-        raise TuckerTRTError(f"CT volume not found: {path}")
-    try:
-        xyz = np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as e:  # nibabel raises several types for a file that is not NIfTI
-        raise TuckerTRTError(f"cannot read {path} as NIfTI: {e}") from None
-    if xyz.ndim != 3:
-        raise TuckerTRTError(f"{path} is not a 3D volume (shape {xyz.shape})")
-    volume = xyz.transpose(2, 1, 0) if spec.reader_axes == "zyx" else xyz
-    volume = volume.transpose(spec.transpose_forward)
-    normalised = fit_to_patch(normalise_ct(volume, spec), tuple(patch or spec.patch_size))
+    image = read_ct(Path(ct_path) if ct_path else EXAMPLE_CT)
+    normalised = fit_to_patch(preprocess(image.array, image.affine, spec).data[0], tuple(patch or spec.patch_size))
     return np.broadcast_to(normalised, (batch, spec.input_channels, *normalised.shape)).copy()
 
 
