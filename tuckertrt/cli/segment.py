@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.cli.options import df_option, download_option, min_rank_option, policy_option
+from tuckertrt.cli.options import decomposition_options, download_option
 from tuckertrt.errors import UsageError
 
 BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
@@ -17,9 +17,7 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="A .nii.gz file for one CT, or a folder (one <case>.nii.gz per CT).")
 @click.option("--model", "model_ref", required=True, help="Model ref (fixture-3mm, total-3mm, a results folder...).")
-@df_option
-@min_rank_option
-@policy_option
+@decomposition_options
 @download_option
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True)
 @click.option("--artifacts", type=click.Path(path_type=Path), default=None,
@@ -30,8 +28,8 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
               help="Sliding-window step as a fraction of the patch (TotalSegmentator total: 0.8).")
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str, download: bool,
-            backend: str, artifacts: Path | None, precision: str, tile_step: float, masks: bool,
+def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str,
+            ranks_file: str | None, download: bool, backend: str, artifacts: Path | None, precision: str, tile_step: float, masks: bool,
             device: str | None) -> None:
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
@@ -40,7 +38,8 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     from tuckertrt.inference.segment import segment_many
 
     inputs = collect_inputs(ct)
-    runners = _runners(model_ref, df, min_rank, policy, download, backend, artifacts, precision, device)
+    decomposition = (df, min_rank, policy, ranks_file)
+    runners = _runners(model_ref, decomposition, download, backend, artifacts, precision, device)
 
     def report(case: str, error: str | None) -> None:
         if error:
@@ -56,8 +55,8 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
         sys.exit(1)
 
 
-def _runners(model_ref: str, df: float | None, min_rank: int, policy: str, download: bool, backend: str,
-             artifacts: Path | None, precision: str, device: str | None) -> list:
+def _runners(model_ref: str, decomposition: tuple, download: bool, backend: str, artifacts: Path | None,
+             precision: str, device: str | None) -> list:
     from tuckertrt.cli.stats import _decomposed
     from tuckertrt.inference.segment import Runner, as_runner
     from tuckertrt.models import load_models
@@ -66,14 +65,14 @@ def _runners(model_ref: str, df: float | None, min_rank: int, policy: str, downl
     if backend == "torch":
         if artifacts is not None:
             raise UsageError("--artifacts is for the onnxruntime/openvino/tensorrt backends, not torch")
-        return [as_runner(_decomposed(m, df, min_rank, policy, None), device, precision) for m in models]
+        return [as_runner(_decomposed(m, *decomposition), device, precision) for m in models]
     if artifacts is None:
         raise UsageError(f"--backend {backend} needs --artifacts (an export folder or engine)")
     if len(models) != 1:
         raise UsageError(f"{model_ref} is a set of {len(models)} models; --backend {backend} runs one artifact, "
                          f"use --backend torch or segment with each part's artifact")
-    if df is not None:
-        raise UsageError("--df applies to --backend torch; an artifact is already decomposed (or not)")
+    if decomposition[0] is not None or decomposition[3] is not None:
+        raise UsageError("--df/--ranks apply to --backend torch; an artifact is already decomposed (or not)")
     from tuckertrt.backends import open_backend
 
     spec = models[0].spec

@@ -5,15 +5,19 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.inference.io import CTImage, label_dtype, read_ct
+from tuckertrt.inference.outputs import check_not_overwriting_inputs, output_plan, save_result
 from tuckertrt.inference.preprocess import labels_to_input_grid, normalize_ct, to_network_grid
 from tuckertrt.inference.sliding_window import sliding_window_argmax
 from tuckertrt.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from tuckertrt.models.loaded import LoadedModel
 
 DEFAULT_TILE_STEP = 0.8  # TotalSegmentator's `total` task
 
@@ -36,7 +40,7 @@ class Runner:
         return {"model": self.spec.name, **facts, **self.description}
 
 
-RunnerLike = Union[Runner, "LoadedModel"]  # noqa: F821 (LoadedModel is imported lazily)
+RunnerLike = Union[Runner, "LoadedModel"]
 
 
 def as_runner(item: Any, device: str | None = None, precision: str = "fp32") -> Runner:
@@ -80,8 +84,6 @@ class SegmentationResult:
 
     def save(self, labels_path: str | os.PathLike, masks: bool = False) -> list[Path]:
         """Write the multilabel NIfTI, a JSON sidecar beside it and, with ``masks``, one NIfTI per class."""
-        from tuckertrt.inference.outputs import save_result
-
         return save_result(self, Path(labels_path), masks)
 
 
@@ -168,8 +170,6 @@ def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike
     """Segment CTs case by case into ``out_dir`` (or into the ``.nii.gz`` file ``out_dir`` names for a single
     input). A failing case is recorded and skipped (``keep_going``) or raised. Outputs that would overwrite an
     input are refused before anything runs."""
-    from tuckertrt.inference.outputs import check_not_overwriting_inputs, output_plan
-
     inputs = [Path(p) for p in inputs]
     runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
     plan = output_plan(inputs, Path(out_dir))
