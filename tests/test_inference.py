@@ -151,3 +151,21 @@ def test_small_volume_is_padded_to_the_patch(write_ct):
     result = segment_volume(path, Runner(BONE_SPEC, bone_predictor))
     assert result.labels.shape == shape and result.tiles == 1
     assert result.labels[6, 5, 4] == 1 and result.labels[0, 0, 0] == 0
+
+
+def test_part_models_on_their_own_spacings_are_merged_by_ts_name(write_ct):
+    """Like total-1.5mm: several models, each preprocessed for its own spacing, merged into TS ids."""
+    path = write_ct(blob_ct((32, 24, 20), (16.0, 12.0, 10.0), 5.0), np.diag([1.5, 2.5, 3.0, 1.0]))
+    spleen = ModelSpec("part-a", (16, 16, 16), (2.0, 2.0, 2.0), 2, {0: "background", 1: "spleen"},
+                       intensity=BONE_SPEC.intensity)
+    rib = ModelSpec("part-b", (16, 16, 16), (3.0, 3.0, 3.0), 2, {0: "background", 1: "rib_left_1"},
+                    intensity=BONE_SPEC.intensity)
+
+    def body(patch: np.ndarray) -> np.ndarray:  # everything above -500 HU
+        inside = (patch[:, :1] + 5.0) * 10.0
+        return np.concatenate([np.zeros_like(inside), inside], axis=1).astype(np.float32)
+
+    result = segment_volume(path, [Runner(spleen, body), Runner(rib, bone_predictor)])
+    assert result.class_names == {1: "spleen", 92: "rib_left_1"}
+    assert result.labels[16, 12, 10] == 92  # the later part wins where both segment
+    assert result.labels[4, 4, 4] == 1 and result.labels[0, 0, 0] == 0
