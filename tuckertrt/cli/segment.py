@@ -29,8 +29,8 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str,
-            ranks_file: str | None, download: bool, backend: str, artifacts: Path | None, precision: str, tile_step: float, masks: bool,
-            device: str | None) -> None:
+            ranks_file: str | None, download: bool, backend: str, artifacts: Path | None, precision: str,
+            tile_step: float, masks: bool, device: str | None) -> None:
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
     Exits 1 if any case failed (the others are still written)."""

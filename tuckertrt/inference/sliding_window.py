@@ -89,7 +89,8 @@ def sliding_window_logits(data: np.ndarray, predict: Predictor, patch: Sequence[
         out = np.asarray(predict(padded[(slice(None), *window)][None]))
         if out.shape != (1, num_classes, *patch):
             raise TuckerTRTError(f"predictor returned shape {out.shape}, expected {(1, num_classes, *patch)}")
-        accumulated[(slice(None), *window)] += (out[0] * gauss).astype(dtype, copy=False)
+        weighted = np.multiply(out[0], gauss, out=out[0] if out.flags.writeable else None)  # no extra K-copy
+        accumulated[(slice(None), *window)] += weighted
         weights[window] += gauss
     accumulated /= weights.astype(dtype, copy=False)
     return accumulated[crop]
