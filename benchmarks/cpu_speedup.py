@@ -5,7 +5,8 @@ ONE process, interleaved rounds; ratios, not absolute times (the machine is shar
 
 Timing uses TS-3mm with random weights (only the architecture matters); each row's agreement is the argmax
 agreement / Dice of that configuration with the uncompressed f32 model on a real-CT patch — of the trained
-fixture model ``fixture-3mm`` (zero-shot) when it exists and has the same layers, else of the timed model.
+fixture model ``fixture-3mm`` (zero-shot; the same DF rule, and the same latency-aware procedure run on its own
+layers) when it exists, else of the timed model.
 
     python benchmarks/cpu_speedup.py -o bench-out [--df 0.5 0.3 0.1] [--rounds 3] [--threads 2] [--int8]
         [--latency-df 0.3] [--quick]
@@ -30,24 +31,31 @@ from tuckertrt.models import load_model
 from tuckertrt.parity.compare import default_patch
 
 
-def fixture_twins(variants: list[Variant], log) -> list[Variant] | None:
-    """The same configurations on the trained fixture (same layer names/shapes needed), or None."""
+def saved_selection(model, path: Path) -> Variant:
+    from tuckertrt.fileio import read_json
+
+    selection = read_json(path, "rank selection")
+    variant = Variant(f"DF {selection['df']:g} latency", selection["df"], selected_model(model, selection))
+    variant.model.extra["selection"] = selection
+    return variant
+
+
+def fixture_twins(variants: list[Variant], threads: int, log) -> list[Variant] | None:
+    """The same configurations built from the trained fixture (plain DF: same rule; latency-aware: the same
+    selection procedure run on the fixture's own layers), or None when the fixture is missing."""
     try:
         fixture = load_model("fixture-3mm")
     except TuckerTRTError as e:
         log(f"fixture-3mm not available ({e}); agreement is measured on the timed model")
         return None
-    shapes = {n: tuple(p.shape) for n, p in fixture.network.named_parameters()}
-    reference = {n: tuple(p.shape) for n, p in variants[0].model.network.named_parameters()}
-    if shapes != reference:
-        log("fixture-3mm has another architecture than the timed model; agreement is measured on the timed model")
-        return None
     twins = []
     for v in variants:
-        selection = v.model.extra.get("selection")
-        model = fixture if not v.compressed else selected_model(fixture, selection) if selection else \
-            decompose(fixture, df=v.df, min_rank=v.model.decomposition["min_rank"])
-        twins.append(Variant(v.key, v.df, model))
+        if not v.compressed:
+            twins.append(Variant(v.key, v.df, fixture))
+        elif "selection" in v.model.extra:
+            twins += latency_variants(fixture, [v.df], "openvino", "bf16", threads, log=log)
+        else:
+            twins.append(Variant(v.key, v.df, decompose(fixture, df=v.df, min_rank=v.model.decomposition["min_rank"])))
     return twins
 
 
@@ -58,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--df", nargs="+", type=float, default=[0.5, 0.3, 0.1])
     parser.add_argument("--latency-df", nargs="*", type=float, default=[0.3],
                         help="DFs that also get latency-aware ranks/folds (timed on OpenVINO bf16)")
+    parser.add_argument("--selection", nargs="*", type=Path, default=[],
+                        help="reuse saved latency selections (selection_*.json of an earlier run) instead of "
+                             "timing layers again; replaces --latency-df")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gate", type=float, default=0.99)
@@ -71,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     dfs = [0.3] if args.quick else args.df
     variants = df_variants(model, [1.0, *dfs])
-    variants += latency_variants(model, [1.0, *args.latency_df], "openvino", "bf16", args.threads, log=log)
+    if args.selection:
+        variants += [saved_selection(model, path) for path in args.selection]
+    else:
+        variants += latency_variants(model, [1.0, *args.latency_df], "openvino", "bf16", args.threads, log=log)
+        for v in variants:
+            if "selection" in v.model.extra:
+                write_json_atomic(out / f"selection_{v.key.replace(' ', '_')}.json", v.model.extra["selection"])
     precisions = {"openvino": ["bf16"]} if args.quick else \
         {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"]}
     options = BenchOptions(list(precisions), precisions, rounds=args.rounds, threads=args.threads,
@@ -84,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             precisions[backend].append("int8")
     patch, label = default_patch(model.spec)
     result = run_bench(variants, options, out, patch, label, log=log)
-    twins = fixture_twins(variants, log)
+    twins = fixture_twins(variants, args.threads, log)
     if twins is not None:
         parity = run_bench(twins, BenchOptions(options.backends, precisions, rounds=1, warmup=0, threads=args.threads,
                                                gate=args.gate, calibration=options.calibration),

@@ -85,6 +85,7 @@ def test_run_bench_times_gates_and_profiles_every_config(bench_result):
     assert result["variants"][1]["gmacs"] < result["variants"][0]["gmacs"]
     head = result["headline"]
     assert head["best_uncompressed"]["variant"] == "DF 1"
+    assert 50 < head["best_uncompressed"]["isolated_peak_rss_mb"] < 3000
     passing_compressed = [r for r in rows if r["compressed"] and r["passes_gate"]]
     assert (head["speedup"] is None) == (not passing_compressed)
     json.dumps(result)

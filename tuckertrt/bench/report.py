@@ -26,6 +26,9 @@ def markdown(result: dict[str, Any]) -> str:
                       f"({c['variant']}, {c['backend']} {c['precision']}, {c['median_s']:.3f} s, agreement "
                       f"{c['agreement']:.4f}) vs best uncompressed passing it ({u['variant']}, {u['backend']} "
                       f"{u['precision']}, {u['median_s']:.3f} s)."]
+        if "isolated_peak_rss_mb" in c:
+            lines.append(f"Peak RSS of one patch in a fresh process: compressed {c['isolated_peak_rss_mb']} MB, "
+                         f"uncompressed {u.get('isolated_peak_rss_mb', '—')} MB.")
     for backend, why in result.get("skipped", {}).items():
         lines.append(f"\n{backend}: not run ({why}).")
     return "\n".join(lines) + "\n"

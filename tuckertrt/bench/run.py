@@ -38,6 +38,7 @@ class BenchOptions:
     profile: bool = False
     gate: float = 0.99  # minimum argmax agreement with the uncompressed f32 model
     calibration: Any = None  # a quantization.CalibrationSet, needed for int8
+    isolated_memory: bool = True  # measure the headline configurations' peak RSS in fresh processes
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -68,7 +69,27 @@ def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, pat
     }
     result["speedups"] = speedups(configs)
     result["headline"] = headline(configs)
+    if options.isolated_memory:
+        measure_headline_memory(result["headline"], variants, options, patch, log)
     return result
+
+
+def measure_headline_memory(head: dict[str, Any], variants: list[Variant], options: BenchOptions,
+                            patch: np.ndarray, log) -> None:
+    """Peak RSS of one patch of the headline configurations, each in a fresh process (``isolated_peak_rss_mb``)."""
+    from tuckertrt.bench.memory import isolated_peak_rss
+
+    for row in (head["best_uncompressed"], head["best_compressed"]):
+        if row is None:
+            continue
+        variant = next(v for v in variants if v.key == row["variant"])
+        artifact, precision, opts = _artifact(row["backend"], variant, row["requested_precision"], options, patch,
+                                              log)
+        opts = {**options.backend_options.get(row["backend"], {}), **opts}
+        row["isolated_peak_rss_mb"] = round(isolated_peak_rss(row["backend"], artifact, precision, options.threads,
+                                                              opts) / MB)
+        log(f"  peak RSS of one patch, {row['variant']} {row['backend']} {row['precision']} alone: "
+            f"{row['isolated_peak_rss_mb']} MB")
 
 
 def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions, patch: np.ndarray,
@@ -193,7 +214,8 @@ def headline(configs: list[dict[str, Any]]) -> dict[str, Any]:
         return min(passing, key=lambda r: r["timing"]["median"], default=None)
 
     def brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if row is None else {k: row[k] for k in ("variant", "backend", "precision", "agreement")} | {
+        keys = ("variant", "backend", "precision", "requested_precision", "agreement")
+        return None if row is None else {k: row[k] for k in keys} | {
             "median_s": row["timing"]["median"], "peak_rss_mb": row["peak_rss_mb"]}
 
     u, c = best(False), best(True)
