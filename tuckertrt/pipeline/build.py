@@ -82,12 +82,12 @@ class BuildOutcome:
 def _check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise TuckerTRTError(f"output path {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.json").exists():
-        raise TuckerTRTError(f"output directory {out_dir} is not empty and holds no earlier build; choose another")
     for p in inputs:
         p = p.resolve()
         if p == out_dir.resolve() or out_dir.resolve() in p.parents:
             raise TuckerTRTError(f"output directory {out_dir} contains the input {p}; choose another")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.json").exists():
+        raise TuckerTRTError(f"output directory {out_dir} is not empty and holds no earlier build; choose another")
 
 
 def run_build(model: LoadedModel, out_dir: str | Path, options: BuildOptions,
