@@ -131,6 +131,7 @@ def test_cli_compare(exported, tmp_path, capsys):
     assert code == 2 and "not both" in err
 
 
+@pytest.mark.slow
 @needs_ct
 def test_trained_fixture_agrees_fully_on_real_ct(tmp_path, capsys):
     """The trained fixture model (not random weights): torch vs ORT FP32 agree on every voxel of a CT patch."""

@@ -48,6 +48,8 @@ def export(model: str, df: float | None, min_rank: int, policy: str, download: b
 
 
 def format_export(result) -> str:
+    from tuckertrt.parity.compare import LogitStats
+
     graph = result.manifest["graph"]
     lines = [f"exported {result.manifest['model']['name']} to {result.out_dir}/ "
              f"(input {'x'.join(map(str, graph['input_shape']))}, opset {graph['opset']}, "
@@ -56,9 +58,7 @@ def format_export(result) -> str:
     for name, entry in result.manifest["artifacts"].items():
         lines.append(f"  {name:<18} {entry['precision']:<5} {entry['size'] / 1e6:8.2f} MB  sha256 {entry['sha256'][:16]}")
     for name, comparison in result.manifest["comparisons"].items():
-        stats = comparison["stats"]
-        lines.append(f"  {comparison['verdict']} {name}: max abs {stats['max_abs']:.3g}, p99 {stats['p99_abs']:.3g}, "
-                     f"argmax agreement {stats['argmax_agreement']:.6f}")
+        lines.append(f"  {comparison['verdict']} {name}: {LogitStats(**comparison['stats'])}")
     lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in graph["seconds"].items()))
     return "\n".join(lines)
 
@@ -74,7 +74,8 @@ def format_export(result) -> str:
 @click.option("--min-argmax", type=click.FloatRange(0, 1), default=None,
               help="Minimum fraction of voxels whose argmax class agrees (default: by precision).")
 @click.option("--tie-margin", type=click.FloatRange(min=0), default=None,
-              help="Judge argmax only on voxels whose top-2 logit margin in A is at least this (random weights).")
+              help="Judge argmax only on voxels whose top-2 logit margin in A is at least this "
+                   "(default: 0.01 if A has random weights, else every voxel).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
 def compare(a: str, b: str, input_npy: str | None, ct: str | None, atol: float | None, min_argmax: float | None,
             tie_margin: float | None, as_json: bool) -> None:

@@ -294,11 +294,13 @@ _SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tens
 
 @dataclass
 class Artifact:
-    """An opened artifact: its backend, the model spec if known (for CT normalisation), and a label."""
+    """An opened artifact: its backend, the model spec if known (for CT normalisation), a label, and whether its
+    weights are trained (None: unknown)."""
 
     backend: Backend
     spec: ModelSpec | None
     label: str
+    trained: bool | None = None
 
 
 def open_artifact(ref: str | Path) -> Artifact:
@@ -311,18 +313,20 @@ def open_artifact(ref: str | Path) -> Artifact:
     manifest_dir = path if path.is_dir() else path.parent
     manifest = load_manifest(manifest_dir) if (manifest_dir / MANIFEST_NAME).is_file() else None
     spec = ModelSpec.from_json(manifest["model"]["spec"]) if manifest else None
+    trained = manifest["model"].get("trained") if manifest else None
     if path.is_dir() and manifest:
-        return Artifact(open_backend("onnxruntime", path, "fp32"), spec, str(path))
+        return Artifact(open_backend("onnxruntime", path, "fp32"), spec, str(path), trained)
     if path.is_file() and path.suffix in _SUFFIX_BACKENDS:
         entry = verify_artifact(path) if manifest and path.name in manifest["artifacts"] else {}
         backend = open_backend(_SUFFIX_BACKENDS[path.suffix], path, entry.get("precision", "fp32"))
-        return Artifact(backend, spec, str(path))
+        return Artifact(backend, spec, str(path), trained)
     from tuckertrt.backends.torch_runner import TorchBackend
     from tuckertrt.models import load_model
 
     model = load_model(ref)
     shape = (1, model.spec.input_channels, *model.spec.patch_size)
-    return Artifact(TorchBackend(model.network, shape, "fp32", device="cpu"), model.spec, f"torch:{ref}")
+    return Artifact(TorchBackend(model.network, shape, "fp32", device="cpu"), model.spec, f"torch:{ref}",
+                    model.trained)
 
 
 def load_patch(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -341,7 +345,11 @@ def load_patch(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
 def compare_artifacts(a: str | Path, b: str | Path, input_npy: str | Path | None = None,
                       ct: str | Path | None = None, atol: float | None = None, min_argmax: float | None = None,
                       tie_margin: float | None = None) -> ComparisonResult:
-    """Open ``a`` and ``b``, build the input (.npy, a CT volume, or the example CT), compare them."""
+    """Open ``a`` and ``b``, build the input (.npy, a CT volume, or the example CT), compare them.
+
+    Without ``tie_margin``, a reference ``a`` with random weights is judged on decisive voxels
+    (:data:`RANDOM_WEIGHTS_TIE_MARGIN`), a trained or unknown one on all voxels.
+    """
     first, second = open_artifact(a), open_artifact(b)
     try:
         shape = tuple(int(d) for d in first.backend.input_shape)
@@ -354,6 +362,8 @@ def compare_artifacts(a: str | Path, b: str | Path, input_npy: str | Path | None
             spatial = tuple(s if s > 0 else p for s, p in zip(shape[2:], spec.patch_size))
             patch, label = (ct_patch(spec, spatial, ct), f"CT {Path(ct).name}") if ct else default_patch(spec, spatial)
         base = tolerance_for(first.backend.precision, second.backend.precision)
+        if tie_margin is None and first.trained is False:
+            tie_margin = RANDOM_WEIGHTS_TIE_MARGIN
         tolerance = Tolerance(atol if atol is not None else base.atol,
                               min_argmax if min_argmax is not None else base.min_argmax, tie_margin)
         return compare_backends(first.backend, second.backend, patch, tolerance,
