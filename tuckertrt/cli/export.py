@@ -6,14 +6,12 @@ import sys
 
 import click
 
-from tuckertrt.cli.options import df_option, download_option, min_rank_option, model_argument, policy_option
+from tuckertrt.cli.options import decomposition_options, download_option, model_argument
 
 
 @click.command("export")
 @model_argument
-@df_option
-@min_rank_option
-@policy_option
+@decomposition_options
 @download_option
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also write model_fp16.onnx.")
 @click.option("--patch", nargs=3, type=int, default=None, metavar="Z Y X",
@@ -28,15 +26,15 @@ from tuckertrt.cli.options import df_option, download_option, min_rank_option, m
 @click.option("-o", "--output", default=None,
               help="Output directory (default: export/<model>_df<DF>/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def export(model: str, df: float | None, min_rank: int, policy: str, download: bool, fp16: bool,
-           patch: tuple[int, int, int] | None, dynamic_batch: int | None, simplifier: str, opset: int, verify: bool,
-           output: str | None, as_json: bool) -> None:
+def export(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None, download: bool,
+           fp16: bool, patch: tuple[int, int, int] | None, dynamic_batch: int | None, simplifier: str, opset: int,
+           verify: bool, output: str | None, as_json: bool) -> None:
     """Export MODEL (decomposed at --df) to ONNX FP32/FP16 with a manifest; exit 1 if a parity check fails."""
     from tuckertrt.cli.stats import _decomposed
     from tuckertrt.graph import export_model
     from tuckertrt.models import load_model
 
-    loaded = _decomposed(load_model(model, download=download), df, min_rank, policy, None)
+    loaded = _decomposed(load_model(model, download=download), df, min_rank, policy, ranks_file)
     result = export_model(loaded, output, patch=patch or None, fp16=fp16, simplifier=simplifier,
                           dynamic_batch=dynamic_batch, opset=opset, verify=verify)
     if as_json:
