@@ -16,6 +16,8 @@ from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import sha256_file
 from tuckertrt.graph import export_model, load_manifest, update_manifest, verify_artifact
+from tuckertrt.graph.export import torch_to_onnx
+from tuckertrt.graph.simplify import simplify
 from tuckertrt.graph.structure import duplicated_initializers, initializer_types, op_counts, redundant_casts
 from tuckertrt.models.checkpoint import save_results_folder
 from tuckertrt.parity.compare import EXAMPLE_CT, random_patch
@@ -122,6 +124,18 @@ def test_dynamic_batch_and_onnxslim(tmp_path):
     batch = np.concatenate([patch_for(model), random_patch((1, 1, 32, 32, 32), seed=5)])
     session = ort.InferenceSession(str(result.artifacts["fp32"]), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": batch})[0].shape == (2, 3, 32, 32, 32)
+
+
+def test_simplifiers():
+    model = small_loaded_model(num_classes=2)
+    traced = torch_to_onnx(model.network, (1, 1, 32, 32, 32), 2, probe=(8, 8, 8))
+    assert "Identity" in op_counts(traced)  # the exporter shares equal norm weights through Identity nodes
+    for name in ("onnxsim", "onnxslim"):
+        simplified, used = simplify(traced, name)
+        assert used == name and "Identity" not in op_counts(simplified)
+    assert simplify(traced, "none") == (traced, "none")
+    with pytest.raises(TuckerTRTError, match="unknown simplifier"):
+        simplify(traced, "magic")
 
 
 def test_reexport_replaces_only_an_earlier_export(tmp_path):

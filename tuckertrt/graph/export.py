@@ -27,7 +27,7 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import atomic_dir, ensure_output_dir
 from tuckertrt.graph import manifest as mf
 from tuckertrt.graph.fp16 import to_fp16
-from tuckertrt.graph.simplify import SIMPLIFIERS, SIMPLIFY_TOLERANCE, simplify
+from tuckertrt.graph.simplify import SIMPLIFY_TOLERANCE, check_simplifier, simplify
 from tuckertrt.graph.structure import check_conv_layers, duplicated_initializers, op_counts
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.models.spec import ModelSpec
@@ -128,8 +128,7 @@ def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch
     """
     from tuckertrt.parity.compare import default_patch
 
-    if simplifier not in SIMPLIFIERS:
-        raise TuckerTRTError(f"unknown simplifier {simplifier!r} (choose from {', '.join(SIMPLIFIERS)})")
+    check_simplifier(simplifier)
     if opset < 17:
         raise TuckerTRTError(f"opset {opset} is too old: InstanceNormalization/ConvTranspose need opset >= 17 here")
     if dynamic_batch is not None and dynamic_batch < 1:
@@ -149,7 +148,8 @@ def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch
     timings["export"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    graphs = {"fp32": simplify(traced, simplifier)}
+    simplified, simplifier = simplify(traced, simplifier)
+    graphs = {"fp32": simplified}
     timings["simplify"] = time.perf_counter() - start
     structure = _check_structure(graphs["fp32"], model, (1, spec.input_channels, *probe))
     if fp16:

@@ -14,23 +14,30 @@ SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
 SIMPLIFY_TOLERANCE = {"atol": 1e-4, "min_argmax": 0.9999}
 
 
-def simplify(model: onnx.ModelProto, simplifier: str = "onnxsim") -> onnx.ModelProto:
-    """``model`` simplified by ``simplifier`` (constant folding, dead/identity node removal, shape inference)."""
+def check_simplifier(simplifier: str) -> None:
+    if simplifier not in SIMPLIFIERS:
+        raise TuckerTRTError(f"unknown simplifier {simplifier!r} (choose from {', '.join(SIMPLIFIERS)})")
+
+
+def simplify(model: onnx.ModelProto, simplifier: str = "onnxsim") -> tuple[onnx.ModelProto, str]:
+    """``model`` simplified (constant folding, dead/identity node removal, shape inference) and the tool used.
+
+    onnxsim falls back to onnxslim when it fails on a graph or is not installed.
+    """
+    check_simplifier(simplifier)
     if simplifier == "none":
-        return model
+        return model, simplifier
     if simplifier == "onnxsim":
         try:
             import onnxsim
-        except ImportError:
-            raise MissingDependencyError("onnxsim", purpose="--simplifier onnxsim (or use onnxslim)") from None
-        simplified, ok = onnxsim.simplify(model, check_n=0)  # the export's ORT check replaces onnxsim's own
-        if not ok:
-            raise TuckerTRTError("onnxsim could not simplify the graph; retry with --simplifier onnxslim")
-        return simplified
-    if simplifier == "onnxslim":
-        try:
-            import onnxslim
-        except ImportError:
-            raise MissingDependencyError("onnxslim", purpose="--simplifier onnxslim (or use onnxsim)") from None
-        return onnxslim.slim(model)
-    raise TuckerTRTError(f"unknown simplifier {simplifier!r} (choose from {', '.join(SIMPLIFIERS)})")
+
+            simplified, ok = onnxsim.simplify(model, check_n=0)  # the export's ORT check replaces onnxsim's own
+        except Exception:  # ImportError, or onnxsim's own errors on a graph it cannot handle
+            ok = False
+        if ok:
+            return simplified, simplifier
+    try:
+        import onnxslim
+    except ImportError:
+        raise MissingDependencyError("onnxslim", purpose="graph simplification (or use --simplifier none)") from None
+    return onnxslim.slim(model), "onnxslim"
