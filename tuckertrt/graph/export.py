@@ -170,14 +170,16 @@ def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch
             "seconds": {k: round(v, 2) for k, v in timings.items()}}
     manifest = mf.new_manifest(model, info)
     manifest["comparisons"] = comparisons
-    artifacts = {}
-    with atomic_dir(out_dir) as tmp:
-        for precision, proto in graphs.items():
-            name = ONNX_FILES[precision]
-            onnx.save_model(proto, str(tmp / name))
-            manifest["artifacts"][name] = mf.artifact_entry(tmp / name, kind="onnx", precision=precision)
-            artifacts[precision] = out_dir / name
-        mf.write_manifest(tmp, manifest)
+    try:
+        with atomic_dir(out_dir) as tmp:
+            for precision, proto in graphs.items():
+                name = ONNX_FILES[precision]
+                onnx.save_model(proto, str(tmp / name))
+                manifest["artifacts"][name] = mf.artifact_entry(tmp / name, kind="onnx", precision=precision)
+            mf.write_manifest(tmp, manifest)
+    except OSError as e:  # disk full, permissions changed meanwhile: the temp dir is already gone
+        raise TuckerTRTError(f"cannot write the export into {out_dir}: {e.strerror or e}") from None
+    artifacts = {precision: out_dir / ONNX_FILES[precision] for precision in graphs}
     return ExportResult(out_dir, artifacts, manifest, timings)
 
 
