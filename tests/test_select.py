@@ -10,8 +10,9 @@ from tests.helpers import small_loaded_model
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.fold import apply_folds, fold_layer, fold_network
 from tuckertrt.decomposition.layers import TuckerConv
-from tuckertrt.decomposition.select import (candidates, energy_rank, openvino_timer, round_rank, select_latency,
-                                            selected_model, spectral_spec, vbmf_rank)
+from tuckertrt.decomposition.select import (candidates, energy_rank, in_graph_openvino, isolated, openvino_timer,
+                                            round_rank, select_latency, selected_model, spectral_spec,
+                                            vbmf_rank)
 from tuckertrt.errors import TuckerTRTError, UsageError
 
 
@@ -89,7 +90,7 @@ def test_select_latency_keeps_what_is_faster_under_a_deterministic_cost():
     def timer(modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
         return [cost(m, shape) for m in modules]
 
-    selection = select_latency(model, timer, df=0.5, min_rank=4)
+    selection = select_latency(model, isolated(timer), df=0.5, min_rank=4)
     full_res = [n for n, info in selection["layers"].items() if info["shape"][2:] == list(full)]
     assert full_res and all(selection["ranks"][n] == "keep" for n in full_res)
     assert any(v != "keep" for v in selection["ranks"].values())
@@ -103,7 +104,7 @@ def test_select_latency_keeps_what_is_faster_under_a_deterministic_cost():
 
 def test_select_latency_param_budget_forbids_keeping():
     model = small_loaded_model()
-    selection = select_latency(model, lambda modules, shape: [1.0] * len(modules), df=0.5, min_rank=4, max_param_ratio=0.9, folds=False)
+    selection = select_latency(model, isolated(lambda modules, shape: [1.0] * len(modules)), df=0.5, min_rank=4, max_param_ratio=0.9, folds=False)
     assert all("keep" not in info["seconds"] for info in selection["layers"].values())
     assert all(v != "keep" for v in selection["ranks"].values())
 
@@ -114,3 +115,17 @@ def test_openvino_timer_times_a_real_layer():
     conv = nn.Conv3d(8, 8, 3, padding=1)
     seconds = timer([conv, TuckerConv.from_conv(conv, 4, 4)], (1, 8, 24, 24, 24))
     assert len(seconds) == 2 and all(0 < s < 1 for s in seconds)
+
+
+def test_in_graph_selection_on_openvino_times_every_candidate_in_the_network():
+    pytest.importorskip("openvino")
+    model = small_loaded_model()
+    measure = in_graph_openvino((1, 1, *model.spec.patch_size), "bf16", threads=1, repeats=1)
+    selection = select_latency(model, measure, df=0.5, min_rank=4, folds=False)
+    for name, info in selection["layers"].items():
+        assert set(info["seconds"]) == set(info["explained_variance"]) and "keep" in info["seconds"]
+        assert all(v > 0 for v in info["seconds"].values()), name
+    rebuilt = selected_model(model, selection)
+    x = torch.randn(1, 1, *model.spec.patch_size)
+    with torch.no_grad():
+        assert rebuilt.network(x).shape == (1, model.spec.num_classes, *model.spec.patch_size)

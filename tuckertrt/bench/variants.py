@@ -40,14 +40,18 @@ def df_variants(model: LoadedModel, dfs: list[float], min_rank: int = 8, policy:
 
 def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precision: str, threads: int | None,
                      min_rank: int = 8, log=print) -> list[Variant]:
-    """Per DF < 1: ranks/folds chosen per layer by timing candidates on ``backend`` (see ``select_latency``)."""
-    from tuckertrt.decomposition.select import onnxruntime_timer, openvino_timer, select_latency, selected_model
+    """Per DF < 1: ranks/folds chosen per layer by timing candidates on ``backend`` (see ``select_latency``):
+    inside the whole network on OpenVINO, in isolation on ONNX Runtime."""
+    from tuckertrt.decomposition.select import (in_graph_openvino, isolated, onnxruntime_timer, select_latency,
+                                                selected_model)
 
-    timer = openvino_timer(precision, threads) if backend == "openvino" else onnxruntime_timer(threads)
+    shape = (1, model.spec.input_channels, *model.spec.patch_size)
+    measure = in_graph_openvino(shape, precision, threads) if backend == "openvino" else \
+        isolated(onnxruntime_timer(threads))
     out = []
     for df in (d for d in dfs if d < 1):
         log(f"latency-aware selection at DF {df:g} on {backend} {precision}")
-        selection = select_latency(model, timer, df, min_rank, log=log)
+        selection = select_latency(model, measure, df, min_rank, log=log)
         variant = Variant(f"DF {df:g} latency", df, selected_model(model, selection))
         variant.model.extra["selection"] = selection
         out.append(variant)

@@ -6,10 +6,11 @@ Every selector returns an explicit per-layer spec ``{layer: [r_in, r_out] | "kee
 """
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from tuckertrt.decomposition.accounting import forward_costs
+from tuckertrt.decomposition.apply import replace_module
 from tuckertrt.decomposition.fold import fold_layer
 from tuckertrt.decomposition.layers import TuckerConv, channel_axes, unsupported_reason
 from tuckertrt.decomposition.ranks import RankValue, conv_layers, decomposed_params, rank_for
@@ -125,14 +127,6 @@ class Candidate:
         return fold_layer(layer, self.fold) if self.fold else layer
 
 
-@dataclass
-class LayerChoice:
-    shape: tuple[int, ...]
-    seconds: dict[str, float] = field(default_factory=dict)
-    variance: dict[str, float] = field(default_factory=dict)
-    chosen: str = "keep"
-
-
 def candidates(conv: nn.Module, base: tuple[int, int], multiple: int, folds: bool = True) -> list[Candidate]:
     """The original conv, Tucker-2 at ``base`` ranks and at ranks rounded up to ``multiple``, and their folds."""
     rank_sets = [base]
@@ -165,22 +159,12 @@ def openvino_timer(precision: str = "bf16", threads: int | None = None, repeats:
     not have; candidates are compiled together and timed in interleaved rounds."""
     import openvino as ov
 
-    from tuckertrt.backends.ov_runner import PRECISION_ALIASES
-
     core = ov.Core()
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION_ALIASES[precision],
-                              "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
+    config = _profiling_config(precision, threads)
     boundary = {"Parameter", "Result", "Reorder", "Convert"}
 
     def compiled(module: nn.Module, shape: tuple[int, ...], x: np.ndarray) -> Callable[[], float]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "layer.onnx"
-            _export_dynamic(module, shape, path)
-            model = core.read_model(str(path))
-            model.reshape({0: ov.PartialShape(list(shape))})
-            request = core.compile_model(model, "CPU", config).create_infer_request()
+        request = core.compile_model(_openvino_model(core, module, shape), "CPU", config).create_infer_request()
 
         def run() -> float:
             request.infer({0: x})
@@ -224,6 +208,28 @@ def onnxruntime_timer(threads: int | None = None, repeats: int = 5) -> LayerTime
     return timer
 
 
+def _profiling_config(precision: str, threads: int | None) -> dict[str, Any]:
+    from tuckertrt.backends.ov_runner import PRECISION_ALIASES
+
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION_ALIASES[precision],
+                              "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def _openvino_model(core: Any, module: nn.Module, shape: tuple[int, ...]) -> Any:
+    """``module`` as an OpenVINO model with static input ``shape``."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "module.onnx"
+        _export_dynamic(module, shape, path)
+        model = core.read_model(str(path))
+    model.reshape({0: ov.PartialShape(list(shape))})
+    return model
+
+
 def _export_dynamic(module: nn.Module, shape: tuple[int, ...], path: Path) -> None:
     """Export at a small spatial size with dynamic spatial axes (the runtime is reshaped to ``shape``), so that
     tracing does not compute a full-resolution forward pass."""
@@ -236,61 +242,156 @@ def _export_dynamic(module: nn.Module, shape: tuple[int, ...], path: Path) -> No
                           dynamic_axes={"input": axes, "output": axes})
 
 
-def select_latency(model: LoadedModel, timer: LayerTimer, df: float, min_rank: int = 8, multiple: int = 16,
+@dataclass
+class LayerOptions:
+    """A layer's real input shape, its plain DF candidate and the candidates allowed by the budget."""
+
+    shape: tuple[int, ...]
+    plain: Candidate
+    allowed: list[Candidate]
+    variance: dict[str, float]
+
+
+# measure(network, {layer: LayerOptions}) -> {layer: {candidate label: seconds}}
+Measure = Callable[[nn.Module, dict[str, LayerOptions]], dict[str, dict[str, float]]]
+
+
+def isolated(timer: LayerTimer) -> Measure:
+    """Time each layer's candidates in isolation at the layer's real input shape."""
+    def measure(network: nn.Module, layers: dict[str, LayerOptions]) -> dict[str, dict[str, float]]:
+        modules = dict(network.named_modules())
+        return {name: dict(zip((c.label for c in opts.allowed),
+                               timer([c.module(modules[name]) for c in opts.allowed], opts.shape)))
+                for name, opts in layers.items()}
+
+    return measure
+
+
+def in_graph_openvino(input_shape: tuple[int, ...], precision: str = "bf16", threads: int | None = None,
+                      repeats: int = 3) -> Measure:
+    """Time candidates where they run: whole networks in which every layer uses its k-th candidate, compiled
+    together on OpenVINO and run in interleaved rounds; each layer's time is the sum of its nodes' PERF_COUNT
+    times (minimum over rounds), so layout and fusion effects of the real graph are included."""
+    import openvino as ov
+
+    core = ov.Core()
+    config = _profiling_config(precision, threads)
+
+    def compiled(network: nn.Module, layers: list[str], x: np.ndarray) -> Callable[[], dict[str, float]]:
+        model = _openvino_model(core, network, input_shape)
+        owner = _node_layers(model, layers)
+        request = core.compile_model(model, "CPU", config).create_infer_request()
+
+        def run() -> dict[str, float]:
+            request.infer({0: x})
+            per_layer: dict[str, float] = {}
+            for p in request.get_profiling_info():
+                layer = owner.get(p.node_name)
+                if layer is not None:
+                    per_layer[layer] = per_layer.get(layer, 0.0) + p.real_time.total_seconds()
+            return per_layer
+
+        return run
+
+    def measure(network: nn.Module, layers: dict[str, LayerOptions]) -> dict[str, dict[str, float]]:
+        x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
+        modules = dict(network.named_modules())
+        plans = []
+        for k in range(max(len(opts.allowed) for opts in layers.values())):
+            chosen = {name: opts.allowed[k] for name, opts in layers.items() if k < len(opts.allowed)}
+            variant = copy.deepcopy(network)
+            for name, cand in chosen.items():
+                replace_module(variant, dict(variant.named_modules())[name], cand.module(modules[name]))
+            plans.append((chosen, compiled(variant.eval(), list(chosen), x)))
+        for _, run in plans:
+            run()
+        rounds = [[run() for _, run in plans] for _ in range(repeats)]
+        out: dict[str, dict[str, float]] = {name: {} for name in layers}
+        for k, (chosen, _) in enumerate(plans):
+            for name, cand in chosen.items():
+                best = min(r[k].get(name, 0.0) for r in rounds)
+                out[name][cand.label] = min(best, out[name].get(cand.label, best))
+        return out
+
+    return measure
+
+
+def _node_layers(model: Any, layers: list[str]) -> dict[str, str]:
+    """OpenVINO conv op name → the layer (module name) whose weight constant feeds it."""
+    by_length = sorted(layers, key=len, reverse=True)
+    owner = {}
+    for op in model.get_ops():
+        if op.get_type_name() not in ("Convolution", "ConvolutionBackpropData"):
+            continue
+        source = op.input_value(1).get_node()
+        while source.get_type_name() != "Constant" and source.get_input_size():
+            source = source.input_value(0).get_node()
+        weight = source.get_friendly_name()
+        layer = next((name for name in by_length if weight.startswith(name + ".")), None)
+        if layer is not None:
+            owner[op.get_friendly_name()] = layer
+    return owner
+
+
+def select_latency(model: LoadedModel, measure: Measure, df: float, min_rank: int = 8, multiple: int = 16,
                    margin: float = 0.05, max_param_ratio: float | None = None, folds: bool = True,
                    log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Per layer, time the candidates at the layer's real input shape and keep the fastest.
+    """Per layer, measure the candidates (see :func:`isolated`, :func:`in_graph_openvino`) and keep the fastest.
 
     The accuracy budget: a candidate must explain at least the variance of Tucker-2 at the DF ranks (rounding
     up and folding only add; the original conv explains all). ``max_param_ratio`` optionally bounds an
     alternative's parameters relative to the original layer (e.g. 0.5 forbids keeping the original). An
     alternative replaces the plain DF decomposition (always a candidate) only when it is more than ``margin``
-    faster. Layers the forward pass
-    does not run (deep-supervision heads) follow the DF rule.
+    faster. Layers the forward pass does not run (deep-supervision heads) follow the DF rule.
 
     Returns ``{"ranks": spec, "folds": {layer: "in"|"out"}, "layers": {layer: timings}, ...}``.
     """
     network = model.network
     shapes = {c.name: c.in_shape for c in forward_costs(network, model.spec.patch_size, model.spec.input_channels)}
     spec: dict[str, RankValue] = {}
-    chosen_folds: dict[str, str] = {}
-    report: dict[str, dict[str, Any]] = {}
+    layers: dict[str, LayerOptions] = {}
     for name, conv in conv_layers(network).items():
         if unsupported_reason(conv):
             continue
         base = (rank_for(conv.in_channels, df, min_rank), rank_for(conv.out_channels, df, min_rank))
-        if name not in shapes:
-            spec[name] = list(base)
-            continue
-        choice = LayerChoice(shapes[name])
-        base_ev = _variance(conv, base)
-        original_params = conv.weight.numel() + (conv.out_channels if conv.bias is not None else 0)
-        allowed = []
-        plain = Candidate(base).label
-        for cand in candidates(conv, base, multiple, folds):
-            ev = 1.0 if cand.ranks is None else _variance(conv, cand.ranks)
-            params = original_params if cand.ranks is None else decomposed_params(conv, *cand.ranks)
-            over_budget = max_param_ratio is not None and params > max_param_ratio * original_params
-            if cand.label != plain and (ev + 1e-9 < base_ev or over_budget):
-                continue
-            choice.variance[cand.label] = round(ev, 6)
-            allowed.append(cand)
-        seconds = timer([cand.module(conv) for cand in allowed], choice.shape)
-        choice.seconds = dict(zip((cand.label for cand in allowed), seconds))
-        fastest = min(allowed, key=lambda c: choice.seconds[c.label])
-        pick = fastest if choice.seconds[fastest.label] < (1 - margin) * choice.seconds[plain] else Candidate(base)
-        choice.chosen = pick.label
+        spec[name] = list(base)
+        if name in shapes:
+            layers[name] = _layer_options(conv, shapes[name], base, multiple, folds, max_param_ratio)
+    seconds = measure(network, layers)
+    chosen_folds: dict[str, str] = {}
+    report: dict[str, dict[str, Any]] = {}
+    for name, opts in layers.items():
+        timing = seconds[name]
+        plain = opts.plain.label
+        fastest = min(opts.allowed, key=lambda c: timing[c.label])
+        pick = fastest if timing[fastest.label] < (1 - margin) * timing[plain] else opts.plain
         spec[name] = "keep" if pick.ranks is None else list(pick.ranks)
         if pick.fold:
             chosen_folds[name] = pick.fold
-        report[name] = {"shape": list(choice.shape), "chosen": choice.chosen,
-                        "seconds": {k: round(v, 6) for k, v in choice.seconds.items()},
-                        "explained_variance": choice.variance}
-        keep = f", keep {choice.seconds['keep'] * 1e3:.1f} ms" if "keep" in choice.seconds else ""
-        log(f"  {name}: {choice.chosen} ({choice.seconds[choice.chosen] * 1e3:.1f} ms; plain "
-            f"{choice.seconds[plain] * 1e3:.1f} ms{keep})")
+        report[name] = {"shape": list(opts.shape), "chosen": pick.label,
+                        "seconds": {k: round(v, 6) for k, v in timing.items()},
+                        "explained_variance": opts.variance}
+        keep = f", keep {timing['keep'] * 1e3:.1f} ms" if "keep" in timing else ""
+        log(f"  {name}: {pick.label} ({timing[pick.label] * 1e3:.1f} ms; plain {timing[plain] * 1e3:.1f} ms{keep})")
     return {"method": "latency", "df": df, "min_rank": min_rank, "multiple": multiple, "margin": margin,
             "max_param_ratio": max_param_ratio, "ranks": spec, "folds": chosen_folds, "layers": report}
+
+
+def _layer_options(conv: nn.Module, shape: tuple[int, ...], base: tuple[int, int], multiple: int, folds: bool,
+                   max_param_ratio: float | None) -> LayerOptions:
+    plain = Candidate(base)
+    base_ev = _variance(conv, base)
+    original_params = conv.weight.numel() + (conv.out_channels if conv.bias is not None else 0)
+    allowed, variance = [], {}
+    for cand in candidates(conv, base, multiple, folds):
+        ev = 1.0 if cand.ranks is None else _variance(conv, cand.ranks)
+        params = original_params if cand.ranks is None else decomposed_params(conv, *cand.ranks)
+        over_budget = max_param_ratio is not None and params > max_param_ratio * original_params
+        if cand.label != plain.label and (ev + 1e-9 < base_ev or over_budget):
+            continue
+        variance[cand.label] = round(ev, 6)
+        allowed.append(cand)
+    return LayerOptions(tuple(shape), plain, allowed, variance)
 
 
 def _variance(conv: nn.Module, ranks: tuple[int, int]) -> float:
