@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """TS-3mm per-patch CPU table: uncompressed vs DF 0.5 / 0.3 / 0.1 (plain Tucker-2 and latency-aware ranks/folds)
-on ONNX Runtime f32, OpenVINO f32, OpenVINO bf16 (and OpenVINO/ORT int8 with --int8), measured side by side in
+on ONNX Runtime f32, OpenVINO f32, OpenVINO bf16, OpenVINO bf16 with float16 logits leaving the graph (and
+OpenVINO/ORT int8 with --int8), measured side by side in
 ONE process, interleaved rounds; ratios, not absolute times (the machine is shared).
 
 Timing uses TS-3mm with random weights (only the architecture matters); each row's agreement is the argmax
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         for v in variants:
             if "selection" in v.model.extra:
                 write_json_atomic(out / f"selection_{v.key.replace(' ', '_')}.json", v.model.extra["selection"])
-    precisions = {"openvino": ["bf16"]} if args.quick else \
-        {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"]}
+    precisions = {"openvino": ["bf16", "bf16+f16-logits"]} if args.quick else \
+        {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16", "bf16+f16-logits"]}
     options = BenchOptions(list(precisions), precisions, rounds=args.rounds, threads=args.threads,
                            profile=args.profile, gate=args.gate)
     if args.int8:
