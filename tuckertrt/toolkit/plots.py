@@ -61,7 +61,8 @@ def variance_summary(layers: Sequence, df: float, min_rank: int, path: Path) -> 
 
 
 def dice_vs_compression(records: Sequence[dict[str, Any]], path: Path, metric: str = "mean_dice") -> Path:
-    """Fig. 2: mean Dice vs compression ratio, one line per (method, stage); the original as a dashed line."""
+    """Fig. 2: mean Dice vs compression ratio, one line per (method, stage, reference); the original as a dashed
+    line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     series: dict[str, list[tuple[float, float]]] = {}
@@ -71,7 +72,8 @@ def dice_vs_compression(records: Sequence[dict[str, Any]], path: Path, metric: s
         if r["method"] == "original":
             ax.axhline(r[metric], color="gray", ls="--", lw=1, label=f"original ({r['reference']})")
             continue
-        series.setdefault(f"{r['method']} {r['stage']}", []).append((r["compression_ratio"], r[metric]))
+        series.setdefault(f"{r['method']} {r['stage']} (vs {r['reference']})", []).append(
+            (r["compression_ratio"], r[metric]))
     styles = {"tucker": "o-", "pruning": "s--"}
     for label, points in sorted(series.items()):
         cr, value = zip(*sorted(points))

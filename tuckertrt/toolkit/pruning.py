@@ -64,9 +64,10 @@ class PruningMasks:
 
 
 def forward_convs(network: nn.Module, model: LoadedModel) -> dict[str, nn.Module]:
-    """The convolutions the forward pass runs, by name."""
-    used = {c.name for c in forward_costs(network, model.spec.patch_size, model.spec.input_channels)}
-    return {n: m for n, m in network.named_modules() if n in used and isinstance(m, CONV_TYPES + TRANSPOSED_TYPES)}
+    """The convolutions the forward pass runs, by name, in the order it runs them."""
+    modules = dict(network.named_modules())
+    order = [c.name for c in forward_costs(network, model.spec.patch_size, model.spec.input_channels)]
+    return {n: modules[n] for n in order if isinstance(modules[n], CONV_TYPES + TRANSPOSED_TYPES)}
 
 
 def prune(model: LoadedModel, amount: float, channels: str = "in") -> tuple[LoadedModel, PruningMasks]:
