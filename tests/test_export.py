@@ -17,6 +17,7 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import sha256_file
 from tuckertrt.graph import export_model, load_manifest, update_manifest, verify_artifact
 from tuckertrt.graph.export import torch_to_onnx
+from tuckertrt.graph.manifest import add_artifact
 from tuckertrt.graph.simplify import simplify
 from tuckertrt.graph.structure import duplicated_initializers, initializer_types, op_counts, redundant_casts
 from tuckertrt.models.checkpoint import save_results_folder
@@ -111,6 +112,12 @@ def test_manifest(exported, decomposed):
     assert manifest["engines"] == {} and manifest["reports"] == {}
     update_manifest(exported.out_dir, "engines", "demo", {"file": "x.engine"})
     assert load_manifest(exported.out_dir)["engines"]["demo"] == {"file": "x.engine"}
+    extra = exported.out_dir / "notes.bin"
+    extra.write_bytes(b"123")
+    with pytest.raises(TuckerTRTError, match="not listed"):
+        verify_artifact(extra)
+    add_artifact(exported.out_dir, extra, kind="notes")
+    assert verify_artifact(extra) == {"sha256": sha256_file(extra), "size": 3, "kind": "notes"}
     assert not [p for p in exported.out_dir.parent.iterdir() if p.name.startswith(".")]
 
 
