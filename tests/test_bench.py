@@ -125,10 +125,14 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
     model_file = save_decomposed(small_loaded_model(), tmp_path / "small.pt")
     out = tmp_path / "out"
     main(["bench", str(model_file), "--df", "0.5", "--backend", "openvino", "--precision", "fp32",
-          "--rounds", "1", "--threads", "1", "-o", str(out)])
+          "--rounds", "1", "--threads", "1", "--optimize", "latency", "--target", "openvino:fp32", "-o", str(out)])
     result = json.loads((out / "bench.json").read_text())
-    assert [r["variant"] for r in result["configs"]] == ["DF 1", "DF 0.5"]
-    assert "| DF 0.5 |" in (out / "bench.md").read_text() and "| DF 0.5 |" in capsys.readouterr().out
+    assert [r["variant"] for r in result["configs"]] == ["DF 1", "DF 0.5", "DF 0.5 latency"]
+    assert "| DF 0.5 |" in (out / "bench.md").read_text() and "| DF 0.5 latency |" in capsys.readouterr().out
+    selection = json.loads((out / "selection_DF_0.5_latency.json").read_text())
+    assert selection["method"] == "latency" and selection["layers"]
+    manifest = json.loads((out / "models" / "DF_0.5_latency" / "manifest.json").read_text())
+    assert manifest["reports"]["rank_selection"]["ranks"] == selection["ranks"]
 
 
 def test_bench_command_bad_input_is_one_line(tmp_path, capsys):
