@@ -120,7 +120,8 @@ def test_openvino_timer_times_a_real_layer():
 def test_in_graph_selection_on_openvino_times_every_candidate_in_the_network():
     pytest.importorskip("openvino")
     model = small_loaded_model()
-    measure = in_graph_openvino((1, 1, *model.spec.patch_size), "bf16", threads=1, repeats=1)
+    probe = tuple(2 * d for d in model.spec.downsampling)
+    measure = in_graph_openvino((1, 1, *model.spec.patch_size), probe, "bf16", threads=1, repeats=1)
     selection = select_latency(model, measure, df=0.5, min_rank=4, folds=False)
     for name, info in selection["layers"].items():
         assert set(info["seconds"]) == set(info["explained_variance"]) and "keep" in info["seconds"]

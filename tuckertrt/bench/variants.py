@@ -46,7 +46,8 @@ def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precisi
                                                 selected_model)
 
     shape = (1, model.spec.input_channels, *model.spec.patch_size)
-    measure = in_graph_openvino(shape, precision, threads) if backend == "openvino" else \
+    probe = tuple(2 * d for d in model.spec.downsampling)
+    measure = in_graph_openvino(shape, probe, precision, threads) if backend == "openvino" else \
         isolated(onnxruntime_timer(threads))
     out = []
     for df in (d for d in dfs if d < 1):

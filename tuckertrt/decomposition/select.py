@@ -218,23 +218,25 @@ def _profiling_config(precision: str, threads: int | None) -> dict[str, Any]:
     return config
 
 
-def _openvino_model(core: Any, module: nn.Module, shape: tuple[int, ...]) -> Any:
+def _openvino_model(core: Any, module: nn.Module, shape: tuple[int, ...],
+                    probe: tuple[int, ...] | None = None) -> Any:
     """``module`` as an OpenVINO model with static input ``shape``."""
     import openvino as ov
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "module.onnx"
-        _export_dynamic(module, shape, path)
+        _export_dynamic(module, shape, path, probe)
         model = core.read_model(str(path))
     model.reshape({0: ov.PartialShape(list(shape))})
     return model
 
 
-def _export_dynamic(module: nn.Module, shape: tuple[int, ...], path: Path) -> None:
-    """Export at a small spatial size with dynamic spatial axes (the runtime is reshaped to ``shape``), so that
-    tracing does not compute a full-resolution forward pass."""
-    stride = 4
-    small = (1, shape[1], *(min(s, 4 * stride) for s in shape[2:]))
+def _export_dynamic(module: nn.Module, shape: tuple[int, ...], path: Path,
+                    probe: tuple[int, ...] | None = None) -> None:
+    """Export at a small spatial ``probe`` size (default ≤ 16 per axis; a U-Net needs twice its total stride)
+    with dynamic spatial axes — the runtime is reshaped to ``shape`` — so that tracing does not compute a
+    full-resolution forward pass."""
+    small = (1, shape[1], *(probe or tuple(min(s, 16) for s in shape[2:])))
     axes = {i: f"d{i}" for i in range(2, len(shape))}
     with torch.no_grad():
         torch.onnx.export(module.eval(), torch.zeros(small), str(path), opset_version=17, dynamo=False,
@@ -267,18 +269,19 @@ def isolated(timer: LayerTimer) -> Measure:
     return measure
 
 
-def in_graph_openvino(input_shape: tuple[int, ...], precision: str = "bf16", threads: int | None = None,
-                      repeats: int = 3) -> Measure:
+def in_graph_openvino(input_shape: tuple[int, ...], probe: tuple[int, ...], precision: str = "bf16",
+                      threads: int | None = None, repeats: int = 3) -> Measure:
     """Time candidates where they run: whole networks in which every layer uses its k-th candidate, compiled
     together on OpenVINO and run in interleaved rounds; each layer's time is the sum of its nodes' PERF_COUNT
-    times (minimum over rounds), so layout and fusion effects of the real graph are included."""
+    times (minimum over rounds), so layout and fusion effects of the real graph are included. ``probe``: the
+    small spatial size the network is traced at (twice its total stride)."""
     import openvino as ov
 
     core = ov.Core()
     config = _profiling_config(precision, threads)
 
     def compiled(network: nn.Module, layers: list[str], x: np.ndarray) -> Callable[[], dict[str, float]]:
-        model = _openvino_model(core, network, input_shape)
+        model = _openvino_model(core, network, input_shape, probe)
         owner = _node_layers(model, layers)
         request = core.compile_model(model, "CPU", config).create_infer_request()
 
