@@ -30,11 +30,11 @@ def export(model: str, df: float | None, min_rank: int, policy: str, ranks_file:
            fp16: bool, patch: tuple[int, int, int] | None, dynamic_batch: int | None, simplifier: str, opset: int,
            verify: bool, output: str | None, as_json: bool) -> None:
     """Export MODEL (decomposed at --df) to ONNX FP32/FP16 with a manifest; exit 1 if a parity check fails."""
-    from tuckertrt.cli.stats import _decomposed
+    from tuckertrt.cli.options import decomposed_as_asked
     from tuckertrt.graph import export_model
     from tuckertrt.models import load_model
 
-    loaded = _decomposed(load_model(model, download=download), df, min_rank, policy, ranks_file)
+    loaded = decomposed_as_asked(load_model(model, download=download), df, min_rank, policy, ranks_file)
     result = export_model(loaded, output, patch=patch or None, fp16=fp16, simplifier=simplifier,
                           dynamic_batch=dynamic_batch, opset=opset, verify=verify)
     if as_json:

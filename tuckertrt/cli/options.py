@@ -41,3 +41,14 @@ def decomposition_options(command):
     for option in (ranks_option, policy_option, min_rank_option, df_option):
         command = option(command)
     return command
+
+
+def decomposed_as_asked(model, df: float | None, min_rank: int, policy: str, ranks_file: str | None):
+    """``model`` decomposed as the decomposition options say, or ``model`` itself when they ask for nothing."""
+    from tuckertrt.decomposition import decompose
+    from tuckertrt.decomposition.ranks import load_rank_file
+
+    ranks = load_rank_file(ranks_file) if ranks_file else None
+    if df is None and ranks is None:
+        return model
+    return decompose(model, df=df, min_rank=min_rank, policy=policy, ranks=ranks)

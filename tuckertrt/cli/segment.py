@@ -57,7 +57,7 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
 
 def _runners(model_ref: str, decomposition: tuple, download: bool, backend: str, artifacts: Path | None,
              precision: str, device: str | None) -> list:
-    from tuckertrt.cli.stats import _decomposed
+    from tuckertrt.cli.options import decomposed_as_asked
     from tuckertrt.inference.segment import Runner, as_runner
     from tuckertrt.models import load_models
 
@@ -65,7 +65,7 @@ def _runners(model_ref: str, decomposition: tuple, download: bool, backend: str,
     if backend == "torch":
         if artifacts is not None:
             raise UsageError("--artifacts is for the onnxruntime/openvino/tensorrt backends, not torch")
-        return [as_runner(_decomposed(m, *decomposition), device, precision) for m in models]
+        return [as_runner(decomposed_as_asked(m, *decomposition), device, precision) for m in models]
     if artifacts is None:
         raise UsageError(f"--backend {backend} needs --artifacts (an export folder or engine)")
     if len(models) != 1:

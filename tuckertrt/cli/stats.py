@@ -5,17 +5,7 @@ import json
 
 import click
 
-from tuckertrt.cli.options import decomposition_options, download_option, model_argument
-
-
-def _decomposed(model, df, min_rank, policy, ranks_file):
-    from tuckertrt.decomposition import decompose
-    from tuckertrt.decomposition.ranks import load_rank_file
-
-    ranks = load_rank_file(ranks_file) if ranks_file else None
-    if df is None and ranks is None:
-        return model
-    return decompose(model, df=df, min_rank=min_rank, policy=policy, ranks=ranks)
+from tuckertrt.cli.options import decomposed_as_asked, decomposition_options, download_option, model_argument
 
 
 def format_table(report: dict) -> str:
@@ -47,7 +37,7 @@ def stats(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
     from tuckertrt.decomposition.accounting import summarize
     from tuckertrt.models import load_models
 
-    reports = [summarize(m, _decomposed(m, df, min_rank, policy, ranks_file)) for m in load_models(model,
+    reports = [summarize(m, decomposed_as_asked(m, df, min_rank, policy, ranks_file)) for m in load_models(model,
                                                                                                    download=download)]
     if as_json:
         click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
