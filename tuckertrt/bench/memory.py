@@ -2,12 +2,12 @@
 
     python -m tuckertrt.bench.memory BACKEND ARTIFACT PRECISION [THREADS] [OPTIONS_JSON]
 
-prints the child's peak RSS in bytes (``ru_maxrss``) after loading the artifact and running one patch.
+prints the child's peak RSS in bytes after loading the artifact and running one patch: ``VmHWM`` of its own
+address space (``ru_maxrss`` would not do: Linux carries the forking parent's high-water mark across exec).
 """
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +37,20 @@ def _main(argv: list[str]) -> None:
     runner = open_backend(backend, artifact, precision=precision, threads=int(threads) or None, **json.loads(options))
     shape = tuple(d if d > 0 else 1 for d in runner.input_shape)
     runner.run(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
+    print(_vm_hwm())
+
+
+def _vm_hwm() -> int:
+    """This process's peak resident set size in bytes (Linux ``/proc/self/status`` VmHWM; ru_maxrss elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":

@@ -29,6 +29,13 @@ def markdown(result: dict[str, Any]) -> str:
         if "isolated_peak_rss_mb" in c:
             lines.append(f"Peak RSS of one patch in a fresh process: compressed {c['isolated_peak_rss_mb']} MB, "
                          f"uncompressed {u.get('isolated_peak_rss_mb', '—')} MB.")
+    elif head["best_uncompressed"] is not None:
+        u = head["best_uncompressed"]
+        best = max((r for r in configs if r["compressed"]), key=lambda r: r["agreement"], default=None)
+        closest = f" (closest: {best['variant']}, {best['backend']} {best['precision']}, agreement " \
+                  f"{best['agreement']:.4f})" if best else ""
+        lines += ["", f"**Headline: no compressed configuration passes the gate**{closest}; best uncompressed "
+                      f"passing it: {u['variant']}, {u['backend']} {u['precision']}, {u['median_s']:.3f} s."]
     for backend, why in result.get("skipped", {}).items():
         lines.append(f"\n{backend}: not run ({why}).")
     return "\n".join(lines) + "\n"
