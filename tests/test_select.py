@@ -130,3 +130,9 @@ def test_in_graph_selection_on_openvino_times_every_candidate_in_the_network():
     x = torch.randn(1, 1, *model.spec.patch_size)
     with torch.no_grad():
         assert rebuilt.network(x).shape == (1, model.spec.num_classes, *model.spec.patch_size)
+
+
+def test_ties_go_to_the_more_accurate_candidate():
+    model = small_loaded_model()
+    flat = select_latency(model, isolated(lambda modules, shape: [1.0] * len(modules)), df=0.5, min_rank=4)
+    assert all(v == "keep" for n, v in flat["ranks"].items() if n in flat["layers"])  # all equal: keep is exact
