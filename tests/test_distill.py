@@ -44,12 +44,16 @@ def test_distill_improves_agreement_on_the_held_out_z_range(tmp_path, ct_file):
     assert [e["stage"] for e in report["evaluations"]] == ["original", "zero-shot", "distilled"]
 
 
-def test_online_teacher_when_the_cache_would_not_fit(tmp_path, ct_file):
+def test_online_teacher_layerwise_init_and_pseudo_labels(tmp_path, ct_file):
     teacher = tiny_model()
     options = _options(2)
-    options.cache_limit_bytes = 0
+    options.cache_limit_bytes, options.layerwise_init, options.pseudo_label_weight = 0, True, 1.0
     _, report = distill(teacher, decompose(teacher, df=0.5), [ct_file.parent], tmp_path / "out", options=options)
     assert report["iterations"] == 2 and report["history"][-1]["train"]["agree"] > 0
+    assert "pseudo" in report["history"][-1]["train"]
+    before = json.loads((tmp_path / "out" / "zero_shot.json").read_text())
+    assert report["zero_shot"]["voxel_agreement"] == before["voxel_agreement"]
+    assert report["layerwise_init"]["voxel_agreement"] == report["history"][0]["voxel_agreement"]
 
 
 def test_teacher_and_student_must_be_the_same_model(tmp_path, ct_file):
@@ -111,3 +115,14 @@ def test_layerwise_fit_reduces_each_layers_error(tmp_path):
     assert set(fits) == set(student.decomposition["ranks"]) - unused_heads
     assert all(after <= before + 1e-9 for before, after in fits.values())
     assert sum(after for _, after in fits.values()) < 0.9 * sum(before for before, _ in fits.values())
+
+
+def test_ct_inputs_are_files_dicom_folders_or_folders_of_them(tmp_path, ct_file):
+    from tuckertrt.training.data import find_cts
+
+    series = tmp_path / "cts" / "series1"
+    series.mkdir()
+    for i in range(3):
+        (series / f"IM{i}").write_bytes(b"x")
+    assert find_cts([ct_file.parent]) == [ct_file, series]
+    assert find_cts([series, ct_file]) == [series, ct_file]

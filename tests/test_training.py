@@ -153,6 +153,8 @@ def test_objective_combines_distillation_and_labels():
     loss, stats = Objective(temperature=2.0)(logits, batch)
     assert stats["kd"] == pytest.approx(0, abs=1e-6) and stats["agree"] == 1.0
     assert float(loss) == pytest.approx(stats["dice_ce"])
+    loss, stats = Objective(temperature=2.0, pseudo_label_weight=0.5)(logits, batch)  # sample 1: teacher labels
+    assert float(loss) == pytest.approx(stats["dice_ce"] + 0.5 * stats["pseudo"])
 
 
 def _options(iterations: int, **kw) -> RecoveryOptions:

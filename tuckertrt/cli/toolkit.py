@@ -34,6 +34,8 @@ def _training_options(f: Callable) -> Callable:
         click.option("--val-fraction", type=float, default=0.25, show_default=True,
                      help="Held out for validation: this share of the cases, or of one CT's slices."),
         click.option("--temperature", type=float, default=2.0, show_default=True),
+        click.option("--pseudo-labels", type=float, default=0.0, show_default=True,
+                     help="Weight of Dice + CE on the teacher's segmentation of unlabelled CTs (with --distill)."),
         click.option("--layerwise-init", is_flag=True, help="Fit each Tucker layer to the original layer's "
                                                             "outputs before training."),
         click.option("--seed", type=int, default=0, show_default=True),
@@ -57,7 +59,8 @@ def _recovery_options(kw: dict[str, Any]):
                          weight_decay=kw["weight_decay"], checkpoint_every=kw["checkpoint_every"],
                          patience=kw["patience"], seed=kw["seed"], device=device)
     return RecoveryOptions(config=config, patch=tuple(kw["patch"]) if kw["patch"] else None,
-                           temperature=kw["temperature"], val_fraction=kw["val_fraction"],
+                           temperature=kw["temperature"], pseudo_label_weight=kw["pseudo_labels"],
+                           val_fraction=kw["val_fraction"],
                            layerwise_init=kw["layerwise_init"])
 
 

@@ -41,11 +41,12 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 @dataclass
 class Objective:
     """The loss of one batch: distillation on every sample with teacher targets, Dice + CE on samples with
-    ground-truth labels; both when both are there."""
+    ground-truth labels, and optionally Dice + CE on the teacher's segmentation (pseudo-labels) elsewhere."""
 
     label_weight: float = 1.0
     distill_weight: float = 1.0
     temperature: float = 2.0
+    pseudo_label_weight: float = 0.0
 
     def __call__(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         terms = []
@@ -56,11 +57,14 @@ class Objective:
             agree = logits.argmax(1) == batch.soft.argmax(1)
             stats["kd"] = float(kd.detach())
             stats["agree"] = float(agree[batch.valid].float().mean())
-        if batch.labels is not None and bool(batch.truth.any()):
-            idx = batch.truth.nonzero().flatten()
-            supervised = dice_ce_loss(logits[idx], batch.labels[idx])
-            terms.append(self.label_weight * supervised)
-            stats["dice_ce"] = float(supervised.detach())
+        if batch.labels is not None:
+            for key, which, weight in (("dice_ce", batch.truth, self.label_weight),
+                                       ("pseudo", ~batch.truth, self.pseudo_label_weight)):
+                if weight and bool(which.any()):
+                    idx = which.nonzero().flatten().to(logits.device)
+                    supervised = dice_ce_loss(logits[idx], batch.labels[idx])
+                    terms.append(weight * supervised)
+                    stats[key] = float(supervised.detach())
         if not terms:
             raise ValueError("batch has neither teacher targets nor ground-truth labels")
         loss = torch.stack(terms).sum()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tuckertrt.errors import TuckerTRTError
-from tuckertrt.fileio import write_json_atomic
+from tuckertrt.fileio import read_json, write_json_atomic
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.training.data import load_labelled, load_unlabelled, split_holdout, z_axis
 from tuckertrt.training.loop import Hooks, TrainConfig, config_fingerprint, train
@@ -26,6 +26,7 @@ from tuckertrt.training.sampling import Batch, PatchSampler, Volume
 from tuckertrt.training.validation import Validation, network_logits, summary
 
 MODEL_FILE, STATE_FILE, REPORT_FILE = "model.pt", "state.pt", "report.json"
+ZERO_SHOT_FILE = "zero_shot.json"  # the student's scores before layer-wise initialisation
 EVAL_SCHEMA = "tuckertrt-eval/1"
 
 
@@ -36,6 +37,7 @@ class RecoveryOptions:
     temperature: float = 2.0
     label_weight: float = 1.0
     distill_weight: float = 1.0
+    pseudo_label_weight: float = 0.0  # Dice + CE on the teacher's segmentation where there is no ground truth
     oversample_foreground: float = 1 / 3
     val_fraction: float = 0.25
     tile_step: float = 0.8
@@ -123,16 +125,19 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
                           "teacher" if distill else "labels")
     with torch.no_grad():
         original_scores = validate(original.network)
-    if options.layerwise_init and not resume:
+    out.mkdir(parents=True, exist_ok=True)
+    if options.layerwise_init and not (resume and (out / STATE_FILE).exists()):
         from tuckertrt.training.layerwise import fit_layers
 
+        with torch.no_grad():
+            write_json_atomic(out / ZERO_SHOT_FILE, validate(student.network))
         fit_layers(original.network, student.network, train_volumes, options.patch or spec.patch_size,
                    options.config.seed, device)
     sampler = PatchSampler(train_volumes, options.patch or spec.patch_size, options.config.batch_size,
                            options.oversample_foreground)
-    objective = Objective(options.label_weight, options.distill_weight if distill else 0.0, options.temperature)
+    objective = Objective(options.label_weight, options.distill_weight if distill else 0.0, options.temperature,
+                          options.pseudo_label_weight if distill else 0.0)
     mode = "+".join(m for m, on in (("distill", distill), ("labels", any(v.truth for v in train_volumes))) if on)
-    out.mkdir(parents=True, exist_ok=True)
 
     def save_best(network: torch.nn.Module, entry: dict[str, Any]) -> None:
         from tuckertrt.decomposition.serialize import save_decomposed
@@ -145,7 +150,8 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
     fingerprint = config_fingerprint(
         options.config, student=_identity(student), teacher=original.checkpoint_sha256, mode=mode,
         inputs=[str(p) for p in inputs], patch=list(options.patch or spec.patch_size),
-        temperature=options.temperature, weights=[options.label_weight, options.distill_weight],
+        temperature=options.temperature,
+        weights=[options.label_weight, options.distill_weight, options.pseudo_label_weight],
         val_fraction=options.val_fraction, layerwise_init=options.layerwise_init)
     result = train(student.network, sampler.sample, objective, options.config, out / STATE_FILE,
                    Hooks(save_best, validate, after_step, prepare), fingerprint, resume, options.progress,
@@ -153,8 +159,9 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
     from tuckertrt.decomposition.serialize import load_decomposed
 
     best = load_decomposed(out / MODEL_FILE)
+    before_init = read_json(out / ZERO_SHOT_FILE) if options.layerwise_init else None
     report = _report(original, student, mode, result, train_volumes, val_volumes, skipped, options,
-                     original_scores)
+                     original_scores, before_init)
     write_json_atomic(out / REPORT_FILE, report)
     return best, report
 
@@ -193,11 +200,12 @@ def _online_teacher(teacher: torch.nn.Module, device: str) -> Callable[[Batch], 
 
 def _report(original: LoadedModel, student: LoadedModel, mode: str, result, train_volumes: Sequence[Volume],
             val_volumes: Sequence[Volume], skipped: dict[str, str], options: RecoveryOptions,
-            original_scores: dict[str, Any]) -> dict[str, Any]:
+            original_scores: dict[str, Any], before_init: dict[str, Any] | None) -> dict[str, Any]:
     accounting = compression(original, student)
     base = {"method": "original", "df": None, "pruning_amount": None, "params": accounting["params_original"],
             "params_original": accounting["params_original"], "compression_ratio": 1.0}
-    zero = result.history[0].get("validation", {})
+    initialised = result.history[0].get("validation", {})
+    zero = before_init or initialised
     best_entry = next(h for h in result.history if h["iteration"] == result.best["iteration"])
     final = best_entry.get("validation", {})
     stage = "distilled" if "distill" in mode else "fine-tuned"
@@ -206,7 +214,8 @@ def _report(original: LoadedModel, student: LoadedModel, mode: str, result, trai
         "schema": "tuckertrt-recovery/1", "model": student.name, "mode": mode, **accounting,
         "train_volumes": [v.name for v in train_volumes], "validation_volumes": [v.name for v in val_volumes],
         "held_out": _held_out(train_volumes, val_volumes), "skipped_inputs": skipped,
-        "zero_shot": summary(zero), "recovered": summary(final),
+        "zero_shot": summary(zero), "layerwise_init": summary(initialised) if before_init else None,
+        "recovered": summary(final),
         "per_class_dice": {"zero_shot": zero.get("per_class_dice"), "recovered": final.get("per_class_dice")},
         "best_iteration": result.best["iteration"], "iterations": result.iterations,
         "stopped_early": result.stopped_early, "resumed_from": result.resumed_from,
