@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from tuckertrt.decomposition import decompose  # noqa: E402
 from tuckertrt.models import load_model  # noqa: E402
-from tuckertrt.toolkit.pruning import matched_amount, prune  # noqa: E402
+from tuckertrt.toolkit.pruning import amount_matching_tucker, prune  # noqa: E402
 from tuckertrt.training import RecoveryOptions, TrainConfig, recover  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "totalsegmentator-examples"
@@ -58,12 +58,7 @@ def main() -> None:
     original = load_model("fixture-3mm")
     after_step = None
     if args.experiment.startswith("prune"):
-        tucker = decompose(original, df=args.match_df or args.df, policy="paper")
-        from tuckertrt.decomposition.accounting import totals
-
-        ratio = totals(original.network, original.spec.patch_size)[0] / totals(tucker.network,
-                                                                                original.spec.patch_size)[0]
-        student, masks = prune(original, matched_amount(original, ratio))
+        student, masks = prune(original, amount_matching_tucker(original, args.match_df or args.df))
         after_step = masks.apply
     else:
         student = decompose(original, df=args.df)

@@ -8,12 +8,11 @@ import nibabel as nib
 import pytest
 import torch
 
-from tests.test_training import _options, make_ts_dataset, synthetic_case, tiny_model
+from tests.test_training import _options, synthetic_case, tiny_model
 from tuckertrt.cli import main
 from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.models.checkpoint import save_results_folder
-from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.training import distill
 from tuckertrt.training.data import load_unlabelled
 from tuckertrt.training.layerwise import fit_layers

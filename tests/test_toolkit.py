@@ -16,7 +16,6 @@ from tuckertrt.decomposition.tucker import explained_variance, partial_tucker, r
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.models.checkpoint import save_results_folder
 from tuckertrt.toolkit.pruning import PruningMasks, channel_mask, matched_amount, prune
-from tuckertrt.toolkit.report import build_report
 from tuckertrt.toolkit.statistics import compare_classes, holm
 from tuckertrt.toolkit.variance import layer_variances, variance_grid
 from tuckertrt.training import recover

@@ -178,12 +178,10 @@ def prune(model: str, amount: float | None, df: float | None, match_df: float | 
           channels: str, download: bool, **kw: Any) -> None:
     """Magnitude-pruning baseline: zero the weakest channels (L2) of every conv (amount = 1 − DF, or matched to
     Tucker's compression), zero-shot; with --data/--distill also fine-tuned by the same loop."""
-    from tuckertrt.decomposition import decompose
-    from tuckertrt.decomposition.accounting import totals
     from tuckertrt.decomposition.serialize import save_decomposed
     from tuckertrt.errors import UsageError
     from tuckertrt.fileio import ensure_output_dir, write_json_atomic
-    from tuckertrt.toolkit.pruning import matched_amount, prune as prune_model
+    from tuckertrt.toolkit.pruning import amount_matching_tucker, prune as prune_model
 
     if sum(v is not None for v in (amount, df, match_df)) != 1:
         raise UsageError("give exactly one of --amount, --df, --match-df")
@@ -194,10 +192,7 @@ def prune(model: str, amount: float | None, df: float | None, match_df: float | 
     if compressed is not None:
         raise UsageError(f"{model} is already compressed; prune the original model")
     if match_df is not None:
-        tucker = decompose(loaded, df=match_df, min_rank=min_rank, policy="paper")
-        spec = loaded.spec
-        ratio = totals(loaded.network, spec.patch_size)[0] / totals(tucker.network, spec.patch_size)[0]
-        amount = matched_amount(loaded, ratio, channels)
+        amount = amount_matching_tucker(loaded, match_df, min_rank, channels)
     elif df is not None:
         amount = 1 - df
     pruned, masks = prune_model(loaded, amount, channels)

@@ -115,3 +115,12 @@ def matched_amount(model: LoadedModel, compression_ratio: float, channels: str =
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if ratio(mid) < compression_ratio else (lo, mid)
     return min((lo, hi), key=lambda a: abs(math.log(ratio(a) / compression_ratio)))
+
+
+def amount_matching_tucker(model: LoadedModel, df: float, min_rank: int = 8, channels: str = "in") -> float:
+    """The pruning amount with the parameter compression ratio of Tucker at ``df``."""
+    from tuckertrt.decomposition import decompose
+
+    tucker = decompose(model, df=df, min_rank=min_rank)
+    return matched_amount(model, nonzero_params(model.network, model) / nonzero_params(tucker.network, tucker),
+                          channels)

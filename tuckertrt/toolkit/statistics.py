@@ -50,8 +50,11 @@ def paired_p_value(baseline: np.ndarray, compressed: np.ndarray) -> float:
     return float(wilcoxon(compressed, baseline, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
-def compare_classes(baseline: dict[str, dict[str, dict[str, float]]], compressed: dict[str, dict[str, dict[str, float]]],
-                    metric: str = "nsd", alpha: float = 0.05) -> list[ClassTest]:
+Cases = dict[str, dict[str, dict[str, float]]]  # {case: {metric: {class: value}}}
+
+
+def compare_classes(baseline: Cases, compressed: Cases, metric: str = "nsd", alpha: float = 0.05
+                    ) -> list[ClassTest]:
     """Per class, over the cases both records scored: ``{case: {metric: {class: value}}}`` each."""
     cases = [c for c in baseline if c in compressed]
     classes = sorted({k for c in cases for k in baseline[c].get(metric, {}) if k in compressed[c].get(metric, {})})

@@ -23,7 +23,8 @@ DF_STEPS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
 
 def variance_grid(weight: torch.Tensor, in_axis: int, out_axis: int) -> np.ndarray:
-    """``grid[r_out - 1, r_in - 1]`` = retained variance 1 − ‖W − Ŵ‖²/‖W‖² of the HOSVD Tucker-2 at those ranks."""
+    """``grid[r_out - 1, r_in - 1]``: retained variance 1 − ‖W − Ŵ‖²/‖W‖² of the HOSVD Tucker-2 at those
+    ranks."""
     w = weight.detach().to(torch.float64)
     total = float((w**2).sum())
     if total == 0:
