@@ -141,7 +141,7 @@ def test_report_writes_plots_tables_and_summary(tmp_path, capsys):
     assert len(summary["runs"]) == 6  # the original kept once
     assert summary["runs"][0]["groups"].keys() == {"organs", "vertebrae"}
     table = (out / "report.md").read_text()
-    assert "tucker DF 0.3 zero-shot (CR 7.0)" in table and "**" in table and "▼" in table
+    assert "tucker DF 0.3 zero-shot (CR 7.0) vs labels" in table and "**" in table and "▼" in table
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "rep" / "report.md"), "-o", str(tmp_path / "rep2")])
     assert "not valid JSON" in capsys.readouterr().err

@@ -66,11 +66,12 @@ def dice_vs_compression(records: Sequence[dict[str, Any]], path: Path, metric: s
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     series: dict[str, list[tuple[float, float]]] = {}
+    dashes = iter(["--", ":", "-."] * len(records))
     for r in records:
         if r.get(metric) is None:
             continue
         if r["method"] == "original":
-            ax.axhline(r[metric], color="gray", ls="--", lw=1, label=f"original ({r['reference']})")
+            ax.axhline(r[metric], color="gray", ls=next(dashes), lw=1, label=f"original (vs {r['reference']})")
             continue
         series.setdefault(f"{r['method']} {r['stage']} (vs {r['reference']})", []).append(
             (r["compression_ratio"], r[metric]))
@@ -79,9 +80,13 @@ def dice_vs_compression(records: Sequence[dict[str, Any]], path: Path, metric: s
         cr, value = zip(*sorted(points))
         ax.plot(cr, value, styles.get(label.split()[0], "^-"), label=label)
     ax.set_xscale("log")
+    from matplotlib.ticker import ScalarFormatter
+
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis(ScalarFormatter())
     ax.set(xlabel="compression ratio (parameters, log scale)", ylabel=metric.replace("_", " "),
-           title="Segmentation quality vs compression")
-    ax.legend(fontsize=8)
+           title="Segmentation quality vs compression", ylim=(-0.02, 1.05))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -97,7 +102,7 @@ def group_bars(groups: dict[str, dict[str, float]], path: Path) -> Path:
         ax.bar(x, [per_group.get(g, np.nan) for g in names], width, label=run)
     ax.set_xticks(np.arange(len(names)), names)
     ax.set(ylabel="mean Dice", ylim=(0, 1.05), title="Dice per anatomical group")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)
 
 

@@ -58,11 +58,12 @@ def _records(doc: Any) -> list[dict[str, Any]]:
 
 
 def run_label(record: dict[str, Any]) -> str:
+    versus = f"vs {record.get('reference')}"
     if record["method"] == "original":
-        return "original"
+        return f"original {versus}"
     setting = (f"DF {record['df']}" if record["method"] == "tucker"
                else f"amount {record.get('pruning_amount', 0):.2f}")
-    return f"{record['method']} {setting} {record['stage']} (CR {record['compression_ratio']:.1f})"
+    return f"{record['method']} {setting} {record['stage']} (CR {record['compression_ratio']:.1f}) {versus}"
 
 
 def class_means(record: dict[str, Any], metric: str = "dice") -> dict[str, float]:
