@@ -29,11 +29,13 @@ DATA = ROOT.parent / "shared" / "data" / "totalsegmentator-examples"
 
 
 def labelled_dataset(folder: Path) -> Path:
-    """A TotalSegmentator-style dataset of the example CT with TS's own labels (multilabel, TS ids)."""
+    """A TotalSegmentator-style dataset of the example CT with TS's own labels (multilabel, TS ids), as links in
+    a fixed place (so that a resumed run names the same inputs)."""
     case = folder / "example"
-    case.mkdir(parents=True)
-    os.symlink(DATA / "example_ct.nii.gz", case / "ct.nii.gz")
-    os.symlink(DATA / "example_seg_fast_force_split.nii.gz", case / "seg.nii.gz")
+    case.mkdir(parents=True, exist_ok=True)
+    for name, source in (("ct.nii.gz", "example_ct.nii.gz"), ("seg.nii.gz", "example_seg_fast_force_split.nii.gz")):
+        if not (case / name).exists():
+            os.symlink(DATA / source, case / name)
     return folder
 
 
@@ -49,6 +51,7 @@ def main() -> None:
     p.add_argument("--patch", type=int, nargs=3, default=[32, 32, 32])
     p.add_argument("--layerwise-init", action="store_true")
     p.add_argument("--pseudo-labels", type=float, default=0.0, help="weight of Dice + CE on the teacher's labels")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
     p.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy 2-core machine")
     p.add_argument("-o", "--out", type=Path, required=True)
     args = p.parse_args()
@@ -66,10 +69,11 @@ def main() -> None:
                                           checkpoint_every=args.checkpoint_every),
                               patch=tuple(args.patch), layerwise_init=args.layerwise_init,
                               pseudo_label_weight=args.pseudo_labels)
-    with tempfile.TemporaryDirectory() as tmp:
-        kwargs = ({"cts": [DATA / "example_ct.nii.gz"], "distill": True} if args.experiment.endswith("distill")
-                  else {"dataset": labelled_dataset(Path(tmp) / "data"), "distill": False})
-        _, report = recover(original, student, args.out, options=options, after_step=after_step, **kwargs)
+    kwargs = ({"cts": [DATA / "example_ct.nii.gz"], "distill": True} if args.experiment.endswith("distill")
+              else {"dataset": labelled_dataset(Path(tempfile.gettempdir()) / "tuckertrt-fixture-data"),
+                    "distill": False})
+    _, report = recover(original, student, args.out, options=options, after_step=after_step, resume=args.resume,
+                        **kwargs)
     keys = ("mode", "method", "df", "pruning_amount", "compression_ratio", "held_out", "original", "zero_shot",
             "recovered", "best_iteration", "iterations", "seconds", "seconds_per_iteration")
     print(json.dumps({k: report.get(k) for k in keys}, indent=1))
