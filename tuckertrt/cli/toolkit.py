@@ -77,8 +77,8 @@ def _train_and_report(original, student, kw: dict[str, Any], after_step=None) ->
                         distill=kw["distill"], options=options, resume=kw["resume"], after_step=after_step)
     zero, final = report["zero_shot"], report["recovered"]
     click.echo(f"{report['mode']}: CR {report['compression_ratio']:.2f}, {report['iterations']} iterations in "
-               f"{report['seconds']:.0f} s; held-out ({report['validation_volumes'][0]}…, reference "
-               f"{final.get('reference', zero and report['evaluations'][1]['reference'])}):")
+               f"{report['seconds']:.0f} s; held out: {', '.join(report['validation_volumes'])} (reference: "
+               f"{report['evaluations'][-1]['reference']})")
     for key in ("mean_dice", "mean_nsd", "voxel_agreement", "foreground_agreement"):
         click.echo(f"  {key:<22} zero-shot {zero[key]:.4f}  →  best (it {report['best_iteration']}) {final[key]:.4f}")
     click.echo(f"wrote {Path(kw['output']) / 'model.pt'} and report.json")
