@@ -108,23 +108,22 @@ def compare_labels(reference: np.ndarray, prediction: np.ndarray, spacing: Seque
                    ts_ids: bool | None = None) -> SegmentationAgreement:
     """Score ``prediction`` against ``reference`` (integer label maps on the same grid).
 
-    ``ts_ids``: group classes by TotalSegmentator id ranges; by default when the names are TS names (or no
-    names are given and every label is ≤ 117)."""
+    ``ts_ids``: group classes by TotalSegmentator id ranges; by default when every class name is a TS name
+    (grouped by that name's TS id, so relabelled TS subsets group too) or, without names, every label is ≤ 117."""
     if reference.shape != prediction.shape:
         raise TuckerTRTError(f"label maps differ in shape: reference {reference.shape}, "
                              f"prediction {prediction.shape}")
     if len(spacing) != reference.ndim:
         raise TuckerTRTError(f"spacing {tuple(spacing)} does not match a {reference.ndim}D label map")
     present = [int(v) for v in np.unique(reference) if v != 0]
-    if ts_ids is None:
-        ts_ids = _looks_like_ts(present, class_names)
+    ts_map = _ts_id_map(present, class_names) if ts_ids is not False else None
     names = class_names or {}
     scores = []
     for label in present:
         ref = reference == label
         box = _bounding_box(ref | (prediction == label), margin=int(np.ceil(tolerance_mm / min(spacing))) + 2)
         ref_box, pred_box = ref[box], prediction[box] == label
-        scores.append(ClassScore(label, names.get(label, str(label)), group_of(label, ts_ids),
+        scores.append(ClassScore(label, names.get(label, str(label)), group_of(ts_map[label], True) if ts_map else "all",
                                  dice(ref_box, pred_box),
                                  normalized_surface_distance(ref_box, pred_box, spacing, tolerance_mm),
                                  int(ref_box.sum()), int(pred_box.sum())))
@@ -139,13 +138,17 @@ def compare_labels(reference: np.ndarray, prediction: np.ndarray, spacing: Seque
     return result
 
 
-def _looks_like_ts(present: list[int], class_names: dict[int, str] | None) -> bool:
+def _ts_id_map(present: list[int], class_names: dict[int, str] | None) -> dict[int, int] | None:
+    """The TotalSegmentator id of each present label (by class name when names are given), or None when the
+    labels are not TotalSegmentator classes."""
     from tuckertrt.models.presets import ts_total_classes
 
     ts = ts_total_classes()
     if class_names:
-        return all(ts.get(label) == class_names.get(label) for label in present)
-    return all(label <= max(ts) for label in present)
+        by_name = {name: i for i, name in ts.items()}
+        ids = {label: by_name.get(class_names.get(label, "")) for label in present}
+        return ids if all(v is not None for v in ids.values()) else None
+    return {label: label for label in present} if all(label <= max(ts) for label in present) else None
 
 
 def relabel_by_name(labels: np.ndarray, names: dict[int, str], target: dict[int, str]) -> np.ndarray:

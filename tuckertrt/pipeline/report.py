@@ -14,7 +14,11 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
+    return "–" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{x:.4f}"
 
 
 def markdown(report: dict[str, Any], plots: list[str] = ()) -> str:
@@ -44,8 +48,8 @@ def markdown(report: dict[str, Any], plots: list[str] = ()) -> str:
     for case in report["cases"]:
         p = case["parity"]["compressed"]
         ref = case["vs_reference"]
-        ref_text = (f"{ref['original']['mean_dice']:.4f} → {ref['compressed']['mean_dice']:.4f}" if ref else "–")
-        lines.append(f"| {case['case']} | {p['mean_dice']:.4f} | {p['mean_nsd']:.4f} | {_pct(p['voxel_agreement'])} "
+        ref_text = f"{_num(ref['original']['mean_dice'])} → {_num(ref['compressed']['mean_dice'])}" if ref else "–"
+        lines.append(f"| {case['case']} | {_num(p['mean_dice'])} | {_num(p['mean_nsd'])} | {_pct(p['voxel_agreement'])} "
                      f"| {_pct(p['foreground_agreement'])} | {ref_text} | {case['seconds']['original']:.1f} / "
                      f"{case['seconds']['compressed']:.1f} |")
     groups = report["cases"][0]["parity"]["compressed"].get("groups", {}) if report["cases"] else {}

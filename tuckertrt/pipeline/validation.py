@@ -12,7 +12,7 @@ import numpy as np
 from tuckertrt.inference.io import read_ct
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.models.presets import ts_total_classes
-from tuckertrt.parity.metrics import compare_labels
+from tuckertrt.parity.metrics import compare_labels, relabel_by_name
 
 
 def reference_in_model_ids(path: Path, shape: tuple[int, ...], model_labels: dict[int, str]) -> np.ndarray:
@@ -26,12 +26,7 @@ def reference_in_model_ids(path: Path, shape: tuple[int, ...], model_labels: dic
     sidecar = Path(str(path).removesuffix(".gz").removesuffix(".nii") + ".json")
     names = ({int(k): v for k, v in json.loads(sidecar.read_text())["labels"].items()} if sidecar.exists()
              else ts_total_classes())
-    by_name = {name: label for label, name in model_labels.items() if label != 0}
-    lookup = np.zeros(max(int(array.max()), max(names)) + 1, dtype=np.int32)
-    for ref_id, name in names.items():
-        if name in by_name:
-            lookup[ref_id] = by_name[name]
-    return lookup[array]
+    return relabel_by_name(array, names, {k: v for k, v in model_labels.items() if k != 0})
 
 
 @dataclass
