@@ -85,3 +85,20 @@ def test_build_refuses_bad_input(tmp_path):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     assert_one_line_error(run_cli("build", "fixture-3mm", "-o", str(tmp_path / "busy")), 1, "not empty")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_build_with_distillation_reports_zero_shot_beside_distilled(tmp_path):
+    out = tmp_path / "distilled"
+    ct = example_ct()
+    result = run_cli("build", "fixture-3mm", "--df", "0.5", "--distill", str(ct), "--distill-iterations", "2",
+                     "--no-engines", "--backend", "onnxruntime", "-o", str(out))
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads((out / "report.json").read_text())
+    case = report["cases"][0]
+    assert set(case["seconds"]) == {"original", "zero-shot", "compressed"}
+    assert {"zero-shot", "compressed"} <= set(case["parity"])
+    d = report["distillation"]
+    assert d["iterations"] == 2 and d["zero_shot"]["mean_dice"] is not None and d["recovered"]
+    md = (out / "report.md").read_text()
+    assert "| zero-shot | distilled |" in md and "held-out" in md
+    assert load_model(str(out / "model.pt")).decomposition["df"] == 0.5

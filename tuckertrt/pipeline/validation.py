@@ -32,12 +32,13 @@ def reference_in_model_ids(path: Path, shape: tuple[int, ...], model_labels: dic
 @dataclass
 class CaseResult:
     case: str
+    source: str
     seconds: dict[str, float]
     parity: dict[str, Any]
     vs_reference: dict[str, dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"case": self.case, "seconds": self.seconds, "parity": self.parity,
+        return {"case": self.case, "source": self.source, "seconds": self.seconds, "parity": self.parity,
                 "vs_reference": self.vs_reference}
 
 
@@ -58,4 +59,5 @@ def validate_case(ct: Path, runners: dict[str, Runner], reference: Path | None, 
         ref = reference_in_model_ids(reference, original.labels.shape, runners["original"].spec.labels)
         vs_reference = {name: compare_labels(ref, r.labels, image.spacing, names).to_json()
                         for name, r in results.items()}
-    return CaseResult(image.case_name, {n: round(r.seconds, 3) for n, r in results.items()}, parity, vs_reference)
+    seconds = {n: round(r.seconds, 3) for n, r in results.items()}
+    return CaseResult(image.case_name, str(ct), seconds, parity, vs_reference)
