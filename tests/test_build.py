@@ -91,7 +91,7 @@ def test_build_with_distillation_reports_zero_shot_beside_distilled(tmp_path):
     out = tmp_path / "distilled"
     ct = example_ct()
     result = run_cli("build", "fixture-3mm", "--df", "0.5", "--distill", str(ct), "--distill-iterations", "2",
-                     "--no-engines", "--backend", "onnxruntime", "-o", str(out))
+                     "--rtx", "--backend", "onnxruntime", "-o", str(out))
     assert result.returncode in (0, 1), result.stderr
     report = json.loads((out / "report.json").read_text())
     case = report["cases"][0]
@@ -102,3 +102,10 @@ def test_build_with_distillation_reports_zero_shot_beside_distilled(tmp_path):
     md = (out / "report.md").read_text()
     assert "| zero-shot | distilled |" in md and "held-out" in md
     assert load_model(str(out / "model.pt")).decomposition["df"] == 0.5
+    # TensorRT-RTX engines are built ahead of time without a GPU; full TensorRT is skipped with its reason
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "trt" in manifest["engines_skipped"]
+    engines = {k: v for k, v in manifest["engines"].items() if k.startswith("rtx/")}
+    assert {"rtx/original/fp32", "rtx/compressed/fp32"} <= set(engines)
+    for entry in engines.values():
+        assert (out / entry["engine"]).stat().st_size > 0 and "trtrtx" in entry["engine"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +41,3 @@ class LoadedModel:
     def describe(self) -> str:
         what = "random weights (architecture preset)" if not self.trained else f"weights from {self.source}"
         return f"{self.name}: {type(self.network).__name__}, patch {self.spec.patch_size}, {what}"
-
-    def source_path(self) -> Path | None:
-        return Path(self.source) if self.source and Path(self.source).exists() else None

@@ -166,6 +166,7 @@ def _engines(exports, options: BuildOptions, out: Path, log) -> dict[str, Any]:
     ahead-of-time engines when asked for (no GPU needed)."""
     from tuckertrt.engines.builder import BuildOptions as EngineOptions
     from tuckertrt.engines.builder import build_engine
+    from tuckertrt.engines.parity import compare_engine
     from tuckertrt.engines.runtime import engine_support
 
     targets = (["trt"] if options.engines else []) + (["rtx"] if options.rtx else [])
@@ -177,10 +178,14 @@ def _engines(exports, options: BuildOptions, out: Path, log) -> dict[str, Any]:
             built["skipped"][target] = reason
             continue
         for name, result in exports.items():
+            if name == "zero-shot":  # exported only to show what distillation changed; nothing to ship
+                continue
             for fp16 in ([False, True] if options.fp16 else [False]):
                 engine = build_engine(result.out_dir, out, EngineOptions(target=target, fp16=fp16))
-                built[f"{target}/{name}/{'fp16' if fp16 else 'fp32'}"] = {
-                    "engine": str(engine.engine.relative_to(out.parent)), "sidecar": engine.sidecar}
+                entry = {"engine": str(engine.engine.relative_to(out.parent)), "sidecar": engine.sidecar}
+                if target == "trt":  # built on this GPU, so it runs here: prove it against ONNX Runtime
+                    entry["comparison"] = compare_engine(engine.engine, result.out_dir)
+                built[f"{target}/{name}/{'fp16' if fp16 else 'fp32'}"] = entry
                 log(f"built {engine.engine.name}")
     return built
 

@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 
-METRICS = ("dice", "nsd")
-
 
 @dataclass
 class ClassTest:
