@@ -189,3 +189,19 @@ def test_residual_encoder_unet_from_old_plans_decomposes_exactly():
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         assert float((full(x) - network(x)).abs().max()) < 1e-4
+
+
+def test_rank_spec_from_file_energy_and_vbmf(small_model, tmp_path):
+    import json
+
+    from tuckertrt.decomposition.ranks import rank_spec
+
+    name = next(iter(decompose(small_model, df=0.5).decomposition["ranks"]))
+    (tmp_path / "r.json").write_text(json.dumps({"ranks": {name: [2, 3]}}))
+    assert rank_spec(str(tmp_path / "r.json"), small_model.network) == {name: [2, 3]}
+    loose, tight = (rank_spec(f"energy:{e}", small_model.network, min_rank=1) for e in (0.5, 0.99))
+    assert all(v == "keep" or w == "keep" or (v[0] <= w[0] and v[1] <= w[1])
+               for v, w in zip(loose.values(), tight.values()))
+    assert decompose(small_model, ranks=rank_spec("vbmf", small_model.network)).decomposition["policy"]
+    with pytest.raises(UsageError):
+        rank_spec("energy:x", small_model.network)

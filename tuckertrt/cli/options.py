@@ -31,8 +31,9 @@ policy_option = click.option("--policy", type=click.Choice(["default", "paper"])
                              show_default=True,
                              help="paper: decompose every conv as the paper did; default: skip layers where it "
                                   "does not reduce parameters.")
-ranks_option = click.option("--ranks", "ranks_file", type=click.Path(dir_okay=False), default=None,
-                            help="JSON file of explicit per-layer ranks {layer: [r_in, r_out] | 'keep'}.")
+ranks_option = click.option("--ranks", "ranks_file", default=None, metavar="FILE|energy:F|vbmf",
+                            help="Per-layer ranks instead of --df: a JSON file {layer: [r_in, r_out] | 'keep'}, "
+                                 "energy:F (keep F of each kernel's channel energy, e.g. energy:0.9) or vbmf.")
 download_option = click.option("--download", is_flag=True, help="Download missing TotalSegmentator weights.")
 
 
@@ -46,9 +47,9 @@ def decomposition_options(command):
 def decomposed_as_asked(model, df: float | None, min_rank: int, policy: str, ranks_file: str | None):
     """``model`` decomposed as the decomposition options say, or ``model`` itself when they ask for nothing."""
     from tuckertrt.decomposition import decompose
-    from tuckertrt.decomposition.ranks import load_rank_file
+    from tuckertrt.decomposition.ranks import rank_spec
 
-    ranks = load_rank_file(ranks_file) if ranks_file else None
+    ranks = rank_spec(ranks_file, model.network, min_rank) if ranks_file else None
     if df is None and ranks is None:
         return model
     return decompose(model, df=df, min_rank=min_rank, policy=policy, ranks=ranks)

@@ -57,7 +57,7 @@ def decompose_cmd(model: str, df: float | None, min_rank: int, policy: str, rank
                   download: bool, hooi_iters: int, output: str) -> None:
     """Decompose MODEL and save it."""
     from tuckertrt.decomposition import decompose
-    from tuckertrt.decomposition.ranks import load_rank_file
+    from tuckertrt.decomposition.ranks import rank_spec
     from tuckertrt.decomposition.serialize import save_decomposed
     from tuckertrt.errors import UsageError
     from tuckertrt.models import load_model
@@ -65,7 +65,7 @@ def decompose_cmd(model: str, df: float | None, min_rank: int, policy: str, rank
     if df is None and ranks_file is None:
         raise UsageError("give --df or --ranks")
     loaded = load_model(model, download=download)
-    ranks = load_rank_file(ranks_file) if ranks_file else None
+    ranks = rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None
     result = decompose(loaded, df=df, min_rank=min_rank, policy=policy, ranks=ranks, hooi_iters=hooi_iters)
     save_decomposed(result, output)
     info = result.decomposition

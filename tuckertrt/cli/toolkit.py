@@ -148,7 +148,7 @@ def finetune(model: str, df: float | None, min_rank: int, policy: str, ranks_fil
 
     MODEL is decomposed here with --df/--ranks, or is an already compressed model (then give --teacher)."""
     from tuckertrt.decomposition import decompose
-    from tuckertrt.decomposition.ranks import load_rank_file
+    from tuckertrt.decomposition.ranks import rank_spec
     from tuckertrt.errors import UsageError
     from tuckertrt.toolkit.pruning import PruningMasks
 
@@ -157,7 +157,7 @@ def finetune(model: str, df: float | None, min_rank: int, policy: str, ranks_fil
     if compressed is None:
         if df is None and ranks_file is None:
             raise UsageError("give --df or --ranks (or a compressed MODEL)")
-        ranks = load_rank_file(ranks_file) if ranks_file else None
+        ranks = rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None
         compressed = decompose(loaded, df=df, min_rank=min_rank, policy=policy, ranks=ranks)
     after_step = PruningMasks.from_zeros(compressed).apply if compressed.extra.get("pruning") else None
     _train_and_report(original, compressed, kw, after_step)

@@ -42,6 +42,22 @@ def load_rank_file(path: str | Path) -> dict[str, RankValue]:
     return raw.get("ranks", raw) if isinstance(raw, dict) else raw
 
 
+def rank_spec(value: str, network: nn.Module, min_rank: int = 8) -> dict[str, RankValue]:
+    """What ``--ranks`` names: a JSON file of per-layer ranks, ``energy:F`` (per layer, the smallest ranks that keep
+    the fraction F of each channel mode's energy) or ``vbmf`` (variational Bayesian matrix factorisation)."""
+    if value == "vbmf" or value.startswith("energy:"):
+        from tuckertrt.decomposition.select import spectral_spec
+
+        if value == "vbmf":
+            return spectral_spec(network, "vbmf", min_rank=min_rank)
+        try:
+            energy = float(value.partition(":")[2])
+        except ValueError:
+            raise UsageError(f"--ranks energy:F needs a number F in (0, 1], got {value!r}") from None
+        return spectral_spec(network, "energy", energy, min_rank)
+    return load_rank_file(value)
+
+
 def plan_ranks(network: nn.Module, df: float | None, min_rank: int = 8, policy: str = "default",
                ranks: dict[str, RankValue] | None = None) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     """Return ``(chosen, skipped)``: ranks per decomposed layer, and the reason each other conv is kept.
