@@ -22,6 +22,7 @@ import numpy as np
 
 from tuckertrt.backends.ort_runner import resolve_onnx
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError
+from tuckertrt.fileio import ensure_output_dir
 
 PRECISION_ALIASES = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16", "int8": "int8"}
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
@@ -143,16 +144,7 @@ def _inference_precision(wanted: str, capabilities: list[str], device: str) -> t
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path | None:
-    if cache_dir is None:
-        return None
-    path = Path(cache_dir)
-    if path.exists() and not path.is_dir():
-        raise TuckerTRTError(f"OpenVINO cache path {path} exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TuckerTRTError(f"cannot create OpenVINO cache directory {path}: {e.strerror}") from None
-    return path
+    return None if cache_dir is None else ensure_output_dir(cache_dir)
 
 
 def _read_model(core: Any, source: Path) -> Any:
