@@ -22,7 +22,7 @@ from tuckertrt.graph.export import export_model
 from tuckertrt.inference.io import read_ct
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.models import load_model
-from tuckertrt.pipeline.examples import example_ct
+from tuckertrt.data import example_ct
 
 RUNTIMES = (("onnxruntime", "fp32"), ("openvino", "bf16"))
 

@@ -1,6 +1,7 @@
 """Small models for fast tests (importable as ``tests.helpers``)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from tuckertrt.models.loaded import LoadedModel
@@ -23,3 +24,8 @@ def small_loaded_model(num_classes: int = 5, seed: int = 0) -> LoadedModel:
     network = arch.build(spec.input_channels, spec.num_classes).eval()
     return LoadedModel(spec=spec, network=network, architecture=arch, plans=plans, dataset=dataset,
                        source="test:small", trained=False)
+
+
+def random_patch(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A seeded standard-normal input patch."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)

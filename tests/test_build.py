@@ -12,7 +12,7 @@ from tuckertrt.graph.manifest import verify_artifact
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.models import load_model
 from tuckertrt.parity.metrics import compare_labels
-from tuckertrt.pipeline.examples import example_ct
+from tuckertrt.data import example_ct
 
 
 @pytest.fixture(scope="module")

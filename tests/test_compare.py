@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
-from tests.helpers import small_loaded_model
+from tests.helpers import random_patch, small_loaded_model
 from tests.test_export import assert_error, cli
 from tuckertrt.backends.ort_runner import OrtBackend
 from tuckertrt.backends.torch_runner import TorchBackend
@@ -16,10 +16,10 @@ from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph import export_model
 from tuckertrt.models.checkpoint import save_results_folder
-from tuckertrt.parity.compare import (EXAMPLE_CT, BackendRunner, Tolerance, compare_backends, compare_runs,
-                                      ct_patch, logit_stats, polygraphy_runner, random_patch, tolerance_for)
+from tuckertrt.data import example_ct
+from tuckertrt.parity.compare import (BackendRunner, Tolerance, compare_backends, compare_runs, ct_patch, logit_stats,
+                                      polygraphy_runner, tolerance_for)
 
-needs_ct = pytest.mark.skipif(not EXAMPLE_CT.is_file(), reason="needs the shared example CT (../shared/data)")
 
 
 def two_class_logits(margins: list[float]) -> np.ndarray:
@@ -85,10 +85,9 @@ def test_one_run_many_pairs(exported):
     assert results["torch_vs_fp32"].stats.max_abs < results["fp32_vs_fp16"].stats.max_abs
 
 
-@needs_ct
 def test_ct_patch_is_normalised_real_ct_in_zyx_order():
     spec = small_loaded_model().spec
-    xyz = np.asanyarray(nib.load(str(EXAMPLE_CT)).dataobj)  # 122 x 101 x 112
+    xyz = np.asanyarray(nib.load(str(example_ct())).dataobj)  # 122 x 101 x 112
     patch = ct_patch(spec, (112, 112, 128))
     assert patch.shape == (1, 1, 112, 112, 128) and patch.dtype == np.float32
     p = spec.intensity
@@ -132,7 +131,6 @@ def test_cli_compare(exported, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@needs_ct
 def test_trained_fixture_agrees_fully_on_real_ct(tmp_path, capsys):
     """The trained fixture model (not random weights): torch vs ORT FP32 agree on every voxel of a CT patch."""
     code, out, err = cli(capsys, "export", "fixture-3mm", "-o", str(tmp_path / "fx"), "--json")

@@ -12,7 +12,7 @@ from tests.test_training import _options, synthetic_case, tiny_model
 from tuckertrt.decomposition import decompose
 from tuckertrt.inference.segment import as_runner, segment_volume
 from tuckertrt.models import load_model
-from tuckertrt.pipeline.examples import example_ct
+from tuckertrt.data import example_ct
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (PyTorch with CUDA)")]

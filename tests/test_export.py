@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tests.helpers import small_loaded_model
+from tests.helpers import random_patch, small_loaded_model
 from tests.test_cli_stats import assert_one_line_error, run_cli
 from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
@@ -21,7 +21,6 @@ from tuckertrt.graph.manifest import add_artifact
 from tuckertrt.graph.simplify import simplify
 from tuckertrt.graph.structure import duplicated_initializers, initializer_types, op_counts, redundant_casts
 from tuckertrt.models.checkpoint import save_results_folder
-from tuckertrt.parity.compare import EXAMPLE_CT, random_patch
 
 
 def patch_for(model) -> np.ndarray:
@@ -218,7 +217,6 @@ def test_cli_one_subprocess_run(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not EXAMPLE_CT.is_file(), reason="needs the shared example CT (../shared/data)")
 @pytest.mark.skipif(os.environ.get("TUCKERTRT_FULL_PATCH") == "0", reason="TUCKERTRT_FULL_PATCH=0")
 def test_ts3mm_full_patch_df03(tmp_path):
     """The real TS-3mm architecture at DF 0.3 on a 112x112x128 real-CT patch (about 2 minutes here)."""

@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import small_loaded_model
+from tests.helpers import random_patch, small_loaded_model
 from tuckertrt.backends import open_backend
 from tuckertrt.backends import ov_runner
 from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ov_runner import OpenVinoBackend
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError
 from tuckertrt.graph import export_model
-from tuckertrt.parity.compare import random_patch
 
 pytestmark = pytest.mark.skipif(not OpenVinoBackend.available(), reason="openvino is not installed")
 

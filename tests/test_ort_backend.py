@@ -8,13 +8,12 @@ import onnx
 import pytest
 import torch
 
-from tests.helpers import small_loaded_model
+from tests.helpers import random_patch, small_loaded_model
 from tuckertrt.backends import open_backend
 from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ort_runner import OrtBackend, physical_cores
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph import export_model
-from tuckertrt.parity.compare import random_patch
 
 
 @pytest.fixture(scope="module")

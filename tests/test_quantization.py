@@ -8,15 +8,14 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.helpers import small_loaded_model
+from tests.helpers import random_patch, small_loaded_model
 from tuckertrt.backends import open_backend
 from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph import export_model
-from tuckertrt.parity.compare import EXAMPLE_CT, random_patch
+from tuckertrt.data import example_ct
 from tuckertrt.quantization import CalibrationSet, load_calibration, quantize_openvino, quantize_qdq
 
-needs_ct = pytest.mark.skipif(not EXAMPLE_CT.is_file(), reason="shared example CT not present")
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +32,9 @@ def calibration_patches(spec, count=3):
     return [random_patch((1, 1, *spec.patch_size), seed=s) for s in range(count)]
 
 
-@needs_ct
 def test_case_list_gives_reproducible_ct_patches(tmp_path):
     cases = tmp_path / "cases.json"
-    cases.write_text(json.dumps({"seed": 3, "patches_per_case": 2, "cases": [str(EXAMPLE_CT)]}))
+    cases.write_text(json.dumps({"seed": 3, "patches_per_case": 2, "cases": [str(example_ct())]}))
     calibration = load_calibration(cases)
     spec = small_loaded_model().spec
     first, second = list(calibration.patches(spec)), list(calibration.patches(spec))
@@ -46,12 +44,11 @@ def test_case_list_gives_reproducible_ct_patches(tmp_path):
     assert calibration.describe()["seed"] == 3
 
 
-@needs_ct
-def test_shipped_case_list_resolves_against_shared_data():
+def test_shipped_case_list_resolves_against_the_bundled_examples():
     from pathlib import Path
 
     shipped = Path(__file__).resolve().parents[1] / "calibration" / "ts_example.json"
-    assert load_calibration(shipped).cases == [EXAMPLE_CT]
+    assert load_calibration(shipped).cases == [example_ct()]
 
 
 def test_bad_case_lists_are_one_line_errors(tmp_path):
@@ -109,4 +106,4 @@ def test_empty_calibration_is_an_error(models, tmp_path):
     _, onnx_files = models
     with pytest.raises(TuckerTRTError, match="no calibration"):
         quantize_openvino(onnx_files["original"], tmp_path / "m.xml", [])
-    assert isinstance(CalibrationSet([EXAMPLE_CT]), CalibrationSet)
+    assert isinstance(CalibrationSet([example_ct()]), CalibrationSet)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tuckertrt.parity.metrics import dice
+
 
 def argmax_labels(logits: np.ndarray) -> np.ndarray:
     return np.argmax(logits, axis=1).astype(np.int16)
@@ -18,8 +20,4 @@ def mean_dice(reference: np.ndarray, labels: np.ndarray) -> float | None:
     classes = [c for c in np.unique(reference) if c != 0]
     if not classes:
         return None
-    scores = []
-    for c in classes:
-        ref, seg = reference == c, labels == c
-        scores.append(2.0 * np.logical_and(ref, seg).sum() / (ref.sum() + seg.sum()))
-    return float(np.mean(scores))
+    return float(np.mean([dice(reference == c, labels == c) for c in classes]))

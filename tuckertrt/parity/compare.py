@@ -19,11 +19,11 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
 from tuckertrt.backends.base import Backend
+from tuckertrt.data import example_ct
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.models.spec import ModelSpec
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-EXAMPLE_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalsegmentator-examples" / "example_ct.nii.gz"
 
 
 @dataclass(frozen=True)
@@ -272,21 +272,14 @@ def ct_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None, ct_path: str
     from tuckertrt.inference.io import read_ct
     from tuckertrt.inference.preprocess import preprocess
 
-    image = read_ct(Path(ct_path) if ct_path else EXAMPLE_CT)
+    image = read_ct(Path(ct_path) if ct_path else example_ct())
     normalised = fit_to_patch(preprocess(image.array, image.affine, spec).data[0], tuple(patch or spec.patch_size))
     return np.broadcast_to(normalised, (batch, spec.input_channels, *normalised.shape)).copy()
 
 
-def random_patch(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-
-
 def default_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None) -> tuple[np.ndarray, str]:
-    """The example CT patch if the shared data is present, else a seeded standard-normal patch; with a label."""
-    if EXAMPLE_CT.is_file():
-        return ct_patch(spec, patch), f"CT {EXAMPLE_CT.name}"
-    shape = (1, spec.input_channels, *(patch or spec.patch_size))
-    return random_patch(shape), "standard normal, seed 0"
+    """The bundled example CT as a normalised patch, with a label saying so."""
+    return ct_patch(spec, patch), f"CT {example_ct().name}"
 
 
 _SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}

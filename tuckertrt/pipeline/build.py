@@ -27,7 +27,7 @@ from tuckertrt.inference.segment import Runner
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.parity.compare import default_patch
 from tuckertrt.pipeline.backend_choice import choose_backend
-from tuckertrt.pipeline.examples import example_ct, example_reference
+from tuckertrt.data import example_ct, example_reference
 from tuckertrt.pipeline.report import write_report
 from tuckertrt.pipeline.validation import validate_case
 

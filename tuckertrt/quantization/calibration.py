@@ -7,10 +7,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from tuckertrt.data import example_ct
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import read_json
 from tuckertrt.models.spec import ModelSpec
-from tuckertrt.parity.compare import EXAMPLE_CT, ct_patch, fit_to_patch
+from tuckertrt.parity.compare import ct_patch, fit_to_patch
 
 
 @dataclass
@@ -50,12 +51,12 @@ def _volume(path: Path, spec: ModelSpec) -> np.ndarray:
 
 def load_calibration(path: str | Path) -> CalibrationSet:
     """Read a case list ``{"seed": 0, "patches_per_case": 2, "cases": ["ct.nii.gz", ...]}``; relative case paths
-    are resolved against the list's folder, then against the shared data folder."""
+    are resolved against the list's folder, then against the package's bundled examples (``example_ct.nii.gz``)."""
     path = Path(path)
     raw = read_json(path, "calibration case list")
     if not isinstance(raw, dict) or not isinstance(raw.get("cases"), list) or not raw["cases"]:
         raise TuckerTRTError(f"{path}: a calibration case list needs a non-empty \"cases\" list")
-    roots = [path.parent, EXAMPLE_CT.parents[2]]
+    roots = [path.parent, example_ct().parent]
     cases = []
     for case in raw["cases"]:
         found = next((r / case for r in roots if (r / case).is_file()), None)
