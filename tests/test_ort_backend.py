@@ -84,8 +84,10 @@ def test_bad_artifacts(exported, tmp_path):
         OrtBackend.load(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a protobuf")
-    with pytest.raises(TuckerTRTError, match="cannot load"):
+    with pytest.raises(TuckerTRTError, match="cannot read ONNX model"):
         OrtBackend.load(junk)
+    with pytest.raises(TuckerTRTError, match="cannot load"):
+        OrtBackend.load(junk, rewrite=False)
     with pytest.raises(TuckerTRTError, match="no manifest.json"):
         OrtBackend.load(tmp_path)
     with pytest.raises(TuckerTRTError, match="not int8"):

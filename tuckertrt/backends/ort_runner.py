@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError
+
+if TYPE_CHECKING:
+    from tuckertrt.graph.deploy import InferenceGraph
 
 # Artifact file names inside an export directory, by precision.
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx"}
@@ -66,7 +69,9 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, model: bytes | Path, precision: str = "fp32", threads: int | None = None,
-                 providers: Sequence[str] | None = None):
+                 providers: Sequence[str] | None = None, graph: InferenceGraph | None = None):
+        """``model``: a file or serialized ONNX; ``graph`` says how it was derived from an artifact (rewrites,
+        head split off: ``run`` then returns channels-last features for :attr:`head`)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -78,7 +83,9 @@ class OrtBackend:
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             where = f" {model}" if isinstance(model, Path) else ""
             raise TuckerTRTError(f"ONNX Runtime cannot load the model{where}: {str(e).splitlines()[0]}") from None
-        self.artifact = model if isinstance(model, Path) else None
+        self.artifact = graph.path if graph else model if isinstance(model, Path) else None
+        self.graph = graph
+        self.head = graph.head if graph else None
         self.precision = precision
         self.threads = options.intra_op_num_threads
         meta = self.session.get_inputs()[0]
@@ -88,12 +95,19 @@ class OrtBackend:
 
     @classmethod
     def load(cls, artifact: Path, precision: str = "fp32", threads: int | None = None,
-             providers: Sequence[str] | None = None, **options: Any) -> "OrtBackend":
+             providers: Sequence[str] | None = None, rewrite: bool = True, head: str = "graph",
+             **options: Any) -> "OrtBackend":
+        """``rewrite``: run the exactly rewritten graph (:mod:`tuckertrt.graph.rewrite`); ``head``: "graph"
+        (``run`` returns logits), "host" or "auto" (features and :attr:`head`, see :mod:`tuckertrt.graph.head`)."""
         if not cls.available():
             raise MissingDependencyError("onnxruntime", purpose="the onnxruntime backend")
         if options:
             raise TuckerTRTError(f"unknown onnxruntime option(s): {', '.join(options)}")
-        return cls(resolve_onnx(Path(artifact), precision), precision, threads, providers)
+        from tuckertrt.graph.deploy import inference_graph
+
+        graph = inference_graph(resolve_onnx(Path(artifact), precision), rewrite, head)
+        model = graph.path if graph.model is None else graph.source
+        return cls(model, precision, threads, providers, graph)
 
     @staticmethod
     def available() -> bool:
@@ -113,7 +127,8 @@ class OrtBackend:
         return {"backend": self.name, "precision": self.precision, "provider": self.session.get_providers()[0],
                 "providers": self.session.get_providers(), "threads": self.threads,
                 "artifact": str(self.artifact) if self.artifact else None,
-                "onnxruntime": ort.__version__, "device": ort.get_device()}
+                "onnxruntime": ort.__version__, "device": ort.get_device(),
+                **(self.graph.describe() if self.graph else {})}
 
     def close(self) -> None:
         self.session = None

@@ -6,10 +6,10 @@ artifact that already carries quantisation (Q/DQ ONNX or an NNCF-quantised IR; i
 where available). ``PERFORMANCE_HINT=LATENCY`` and ``INFERENCE_NUM_THREADS`` are set; with ``cache_dir`` the
 compiled model is cached so a second load skips compilation.
 
-``run`` returns a copy of the float32 logits (writing them straight into a fresh caller array measured no
-faster: the fresh pages' faults dominate either way). With ``logits="f16"`` the logits leave the graph as float16 (half the bytes of the largest tensor of a
-118-class patch); ``run`` then returns float16 — fine for argmax and for a float32 Gaussian accumulator
-(``acc += logits * gaussian`` upcasts), opt-in because the Backend protocol promises float32.
+The ONNX is rewritten exactly before compilation (``rewrite``, :mod:`tuckertrt.graph.rewrite`); with
+``head="host"``/``"auto"`` the segmentation head is split off (:mod:`tuckertrt.graph.head`) and ``run`` returns
+channels-last features, in bfloat16 (``ml_dtypes``) when the network runs in bf16, so that nothing is converted
+or reordered on the way out. ``run`` returns a copy (the request's buffer is reused by the next patch).
 """
 from __future__ import annotations
 
@@ -18,15 +18,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from tuckertrt.backends.ort_runner import resolve_onnx
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError
 from tuckertrt.fileio import ensure_output_dir
+from tuckertrt.graph.deploy import InferenceGraph, inference_graph
 
 PRECISION_ALIASES = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16", "int8": "int8"}
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
-LOGITS_TYPES = {"f32": np.float32, "f16": np.float16}
 _QUANT_OPS = {"FakeQuantize", "QuantizeLinear", "DequantizeLinear", "FakeConvert"}
 
 
@@ -47,19 +48,21 @@ def cpu_capabilities(core: Any | None = None) -> list[str]:
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, compiled: Any, precision: str, requested: str, source: Path, threads: int | None,
+    def __init__(self, compiled: Any, precision: str, requested: str, graph: InferenceGraph, threads: int | None,
                  cache_dir: Path | None, notes: list[str], profile: bool):
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.precision = precision
         self.requested = requested
-        self.source = source
+        self.source = graph.path
+        self.graph = graph
+        self.head = graph.head
+        self.bf16_output = compiled.output(0).get_element_type().get_type_name() == "bf16"
         self.threads = threads
         self.cache_dir = cache_dir
         self.notes = notes
         self.profiling = profile
         self.input_shape = tuple(int(d) for d in compiled.input(0).get_partial_shape().get_min_shape())
-        self.output_dtype = LOGITS_TYPES.get(compiled.output(0).get_element_type().get_type_name(), np.float32)
 
     @classmethod
     def available(cls) -> bool:
@@ -68,7 +71,7 @@ class OpenVinoBackend:
     @classmethod
     def load(cls, artifact: Path, precision: str = "bf16", threads: int | None = None,
              cache_dir: str | Path | None = None, profile: bool = False, device: str = "CPU",
-             logits: str = "f32", **opts: Any) -> "OpenVinoBackend":
+             rewrite: bool = True, head: str = "graph", **opts: Any) -> "OpenVinoBackend":
         ov = _openvino()
         if opts:
             raise TuckerTRTError(f"unknown OpenVINO option(s): {', '.join(sorted(opts))}")
@@ -76,8 +79,6 @@ class OpenVinoBackend:
             raise TuckerTRTError(f"OpenVINO precision must be one of {', '.join(PRECISION_ALIASES)}, not {precision}")
         if threads is not None and threads < 1:
             raise TuckerTRTError(f"threads must be a positive integer, got {threads}")
-        if logits not in LOGITS_TYPES:
-            raise TuckerTRTError(f"logits must be one of {', '.join(LOGITS_TYPES)}, not {logits}")
         source = resolve_onnx(Path(artifact), "fp32")  # OpenVINO lowers precision itself
         core = ov.Core()
         hint, notes = _inference_precision(PRECISION_ALIASES[precision], cpu_capabilities(core), device)
@@ -89,21 +90,27 @@ class OpenVinoBackend:
         if precision == "int8" and not _is_quantized(_read_model(core, source)):
             raise TuckerTRTError(f"{source} carries no quantisation (no Q/DQ or FakeQuantize nodes); "
                                  "quantise it first (tuckertrt.quantization)")
+        graph = inference_graph(source, rewrite, head) if source.suffix == ".onnx" else InferenceGraph(source)
         model: Any = str(source)
-        if logits != "f32":  # the graph's last reorder converts to f16 itself: half the bytes leave the graph
-            ppp = ov.preprocess.PrePostProcessor(_read_model(core, source))
-            ppp.output(0).tensor().set_element_type(ov.Type.f16)
-            model = ppp.build()
+        if graph.model is not None:
+            model = _read_model(core, graph.source, source)
+            if graph.head is not None and hint == "bf16":  # the features leave the graph as computed
+                ppp = ov.preprocess.PrePostProcessor(model)
+                ppp.output(0).tensor().set_element_type(ov.Type.bf16)
+                model = ppp.build()
         compiled = _compile(core, model, device, config, cache, notes)
         actual = "int8" if precision == "int8" else {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
-        return cls(compiled, actual, precision, source, threads, cache, notes, profile)
+        return cls(compiled, actual, precision, graph, threads, cache, notes, profile)
 
     def run(self, patch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(patch, dtype=np.float32)
         if x.ndim != len(self.input_shape) or x.shape[1:] != self.input_shape[1:]:
             raise TuckerTRTError(f"input shape {x.shape} does not match the model's {self.input_shape}")
-        self.request.infer({0: x})
-        return self.request.get_output_tensor(0).data.astype(self.output_dtype, copy=True)
+        self.request.infer({0: x}, share_inputs=True, share_outputs=True)
+        out = self.request.get_output_tensor(0).data
+        if self.bf16_output:  # OpenVINO exposes bf16 buffers under a 16-bit numpy dtype: reinterpret
+            return out.view(ml_dtypes.bfloat16).copy()
+        return out.astype(np.float32, copy=True)
 
     def profile(self) -> list[dict[str, Any]]:
         """Per-node timings of the last ``run`` (needs ``profile=True`` at load): name, type, kernel, seconds."""
@@ -119,7 +126,7 @@ class OpenVinoBackend:
             "backend": self.name, "precision": self.precision, "requested_precision": self.requested,
             "device": "CPU", "openvino": ov.__version__, "source": str(self.source),
             "threads": self.compiled.get_property("INFERENCE_NUM_THREADS"),
-            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
+            "cache_dir": str(self.cache_dir) if self.cache_dir else None, **self.graph.describe(),
         }
         if self.notes:
             facts["notes"] = list(self.notes)
@@ -147,11 +154,12 @@ def _cache_dir(cache_dir: str | Path | None) -> Path | None:
     return None if cache_dir is None else ensure_output_dir(cache_dir)
 
 
-def _read_model(core: Any, source: Path) -> Any:
+def _read_model(core: Any, model: Path | bytes, source: Path | None = None) -> Any:
+    """Read a model file, or a serialized ONNX graph derived from ``source``."""
     try:
-        return core.read_model(str(source))
+        return core.read_model(model if isinstance(model, bytes) else str(model))
     except RuntimeError as e:
-        raise TuckerTRTError(f"OpenVINO cannot read {source}: {_first_line(e)}") from None
+        raise TuckerTRTError(f"OpenVINO cannot read {source or model}: {_first_line(e)}") from None
 
 
 def _is_quantized(model: Any) -> bool:

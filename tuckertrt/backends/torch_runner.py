@@ -22,6 +22,7 @@ class TorchBackend:
         self.network = network.to(self.device).eval()
         self.precision = precision
         self.input_shape = tuple(input_shape)
+        self.head = None
 
     @torch.inference_mode()
     def run(self, patch: np.ndarray) -> np.ndarray:

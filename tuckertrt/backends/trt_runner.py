@@ -38,6 +38,7 @@ class TensorRTBackend:
         self.path, self.trt, self.cudart, self.sidecar = path, trt, cudart, sidecar
         self.runtime, self.engine = runtime, engine  # the runtime must outlive the engine
         self.precision = sidecar["precision"]
+        self.head = None
         self.context = engine.create_execution_context()
         if self.context is None:
             raise TuckerTRTError(f"{path.name}: TensorRT could not create an execution context (GPU memory?)")
@@ -81,14 +82,17 @@ class TensorRTBackend:
         return False
 
     @classmethod
-    def load(cls, artifact: Path, precision: str = "fp32", check: bool = True,
+    def load(cls, artifact: Path, precision: str = "fp32", check: bool = True, head: str = "graph",
              **options: Any) -> "TensorRTBackend":
         """Verify the engine against its sidecar (bytes, then GPU and TensorRT version), then deserialise it.
 
         An engine's precision was fixed when it was built (its sidecar says which), so ``precision`` is accepted
         for the Backend protocol but does not change anything. ``check=False`` skips the GPU/version comparison
-        (TensorRT itself still refuses what it cannot run).
+        (TensorRT itself still refuses what it cannot run). An engine keeps the segmentation head: ``head`` "graph"
+        or "auto" only.
         """
+        if head not in ("graph", "auto"):
+            raise TuckerTRTError("a TensorRT engine keeps the segmentation head in the graph; use head='graph'")
         if options:
             raise TuckerTRTError(f"tensorrt backend: unknown option(s) {', '.join(sorted(options))}")
         artifact = Path(artifact)

@@ -19,13 +19,16 @@ from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ort_runner import resolve_onnx
 from tuckertrt.backends.registry import backend_class, open_backend
 from tuckertrt.backends.torch_runner import TorchBackend
-from tuckertrt.bench.parity import agreement, argmax_labels, mean_dice
+from tuckertrt.bench.parity import agreement, argmax_labels, mean_dice, output_labels
 from tuckertrt.bench.profiles import ort_profile, summarise
 from tuckertrt.bench.timing import PeakRss, interleaved
 from tuckertrt.bench.variants import Variant, export_variant
 from tuckertrt.errors import TuckerTRTError
 
 MB = 1 << 20
+# How ONNX Runtime / OpenVINO run a graph: as deployed, or with the head / the whole graph as exported.
+GRAPH_FORMS: dict[str, dict[str, Any]] = {"deployed": {"head": "auto"}, "graph-head": {"head": "graph"},
+                                          "exported": {"rewrite": False, "head": "graph"}}
 
 
 @dataclass
@@ -105,14 +108,14 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
                 with PeakRss() as rss:
                     runner = open_backend(backend, artifact, precision=load_precision, threads=options.threads,
                                           **extra, **variant_opts)
-                    labels = argmax_labels(runner.run(patch))
+                    labels = output_labels(runner, runner.run(patch))
             except TuckerTRTError as e:
                 log(f"  {backend} {precision} {v.key}: skipped ({e})")
                 continue
             loaded[key] = runner
             agree = agreement(reference, labels)
             rows[key] = {"variant": v.key, "df": v.df, "compressed": v.compressed, "backend": backend,
-                         "precision": precision if precision.startswith("int8") or variant_opts
+                         "precision": precision if precision.startswith("int8") or "+" in precision
                          else runner.precision,
                          "requested_precision": precision,
                          "agreement": round(agree, 6), "dice": _round(mean_dice(reference, labels)),
@@ -145,14 +148,15 @@ def _artifact(backend: str, variant: Variant, precision: str, options: BenchOpti
               log) -> tuple[Path, str, dict[str, Any]]:
     """What to load for (variant, precision) and with which extra backend options: the export dir, or for int8
     a quantised model calibrated on ``options.calibration`` (NNCF IR for OpenVINO, Q/DQ ONNX for ONNX Runtime,
-    run as an fp32 graph there). ``bf16+f16-logits`` (OpenVINO): bf16 with float16 logits leaving the graph."""
+    run as an fp32 graph there). ONNX Runtime and OpenVINO run the deployed form (rewritten graph, head after the
+    sliding window: ``head="auto"``); ``+graph-head`` keeps the head in the graph, ``+exported`` runs the exported
+    graph unchanged (no rewrites, head in the graph)."""
     precision, _, suffix = precision.partition("+")
-    if suffix:
-        if backend != "openvino" or suffix != "f16-logits":
-            raise TuckerTRTError(f"unknown precision variant +{suffix} for {backend}")
-        return variant.onnx, precision, {"logits": "f16"}
+    if suffix and suffix not in GRAPH_FORMS:
+        raise TuckerTRTError(f"unknown precision variant +{suffix} (choose from {', '.join(GRAPH_FORMS)})")
+    form = GRAPH_FORMS[suffix or "deployed"] if backend in ("onnxruntime", "openvino") else {}
     if precision != "int8":
-        return variant.onnx, precision, {}
+        return variant.onnx, precision, form
     if options.calibration is None:
         raise TuckerTRTError("int8 needs a calibration case list")
     from tuckertrt.quantization import quantize_openvino, quantize_qdq
@@ -165,13 +169,13 @@ def _artifact(backend: str, variant: Variant, precision: str, options: BenchOpti
         if not target.exists():
             quantize_openvino(source, target, patches)
             log(f"  quantised {variant.key} with NNCF in {time.perf_counter() - start:.0f} s")
-        return target, "int8", {}
+        return target, "int8", form
     if backend == "onnxruntime":
         target = variant.onnx / "model_int8_qdq.onnx"
         if not target.exists():
             quantize_qdq(source, target, patches)
             log(f"  quantised {variant.key} to Q/DQ in {time.perf_counter() - start:.0f} s")
-        return target, "fp32", {}
+        return target, "fp32", form
     raise TuckerTRTError(f"int8 on {backend} is built by its engine builder, not by the benchmark")
 
 

@@ -10,9 +10,9 @@ from tuckertrt.errors import UsageError
 
 # Precisions each backend is benchmarked in when --precision does not say (and the ones it accepts).
 DEFAULT_PRECISIONS = {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"], "tensorrt": ["fp16"]}
-ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"},
-            "openvino": {"fp32", "bf16", "fp16", "int8", "bf16+f16-logits", "fp32+f16-logits"},
+ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "fp16", "int8"},
             "tensorrt": {"fp32", "fp16", "int8"}}
+GRAPH_FORM_BACKENDS = ("onnxruntime", "openvino")  # they also take P+graph-head and P+exported
 
 
 def default_calibration() -> Path:
@@ -32,12 +32,19 @@ def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> d
         targets = [backend] if backend else backends
         if backend and backend not in chosen:
             raise UsageError(f"--precision {item}: backend {backend} is not benchmarked (add --backend {backend})")
-        if not any(precision in ACCEPTED[b] for b in targets):
+        if not any(_accepts(b, precision) for b in targets):
             raise UsageError(f"--precision {item}: no benchmarked backend runs {precision}")
         for b in targets:
-            if precision in ACCEPTED[b] and precision not in chosen[b]:
+            if _accepts(b, precision) and precision not in chosen[b]:
                 chosen[b].append(precision)
     return chosen
+
+
+def _accepts(backend: str, precision: str) -> bool:
+    from tuckertrt.bench.run import GRAPH_FORMS
+
+    base, _, form = precision.partition("+")
+    return base in ACCEPTED[backend] and (not form or (form in GRAPH_FORMS and backend in GRAPH_FORM_BACKENDS))
 
 
 @click.command()
@@ -47,8 +54,10 @@ def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> d
 @click.option("--backend", "backends", type=click.Choice(list(DEFAULT_PRECISIONS)), multiple=True,
               help="Backends to run (default: onnxruntime and openvino). Repeatable.")
 @click.option("--precision", "precisions", multiple=True,
-              help="fp32 / bf16 / fp16 / int8 (OpenVINO also bf16+f16-logits: float16 logits leave the graph), "
-                   "or backend:precision. Repeatable. Default: ORT fp32, OpenVINO fp32 and bf16.")
+              help="fp32 / bf16 / fp16 / int8, or backend:precision. ONNX Runtime and OpenVINO run the deployed "
+                   "graph (exact rewrites, head after the sliding window); P+graph-head keeps the head in the "
+                   "graph, P+exported runs the exported graph as is. Repeatable. Default: ORT fp32, OpenVINO fp32 "
+                   "and bf16.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Interleaved timed rounds.")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Warm-up runs per config.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Threads per runtime (default: its own).")

@@ -76,7 +76,7 @@ def _runners(model_ref: str, decomposition: tuple, download: bool, backend: str,
     from tuckertrt.backends import open_backend
 
     spec = models[0].spec
-    runner = Runner(spec, open_backend(backend, artifacts, precision), {"artifact": str(artifacts)})
+    runner = Runner(spec, open_backend(backend, artifacts, precision, head="auto"), {"artifact": str(artifacts)})
     expected = (spec.input_channels, *spec.patch_size)
     if tuple(runner.predictor.input_shape[1:]) != expected:
         raise UsageError(f"{artifacts} takes input {tuple(runner.predictor.input_shape)}, but {spec.name} needs "

@@ -13,7 +13,8 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.inference.io import CTImage, label_dtype, read_ct
 from tuckertrt.inference.outputs import check_not_overwriting_inputs, output_plan, save_result
 from tuckertrt.inference.preprocess import labels_to_input_grid, normalize_ct, to_network_grid
-from tuckertrt.inference.sliding_window import sliding_window_argmax
+from tuckertrt.graph.head import LinearHead
+from tuckertrt.inference.sliding_window import sliding_window_argmax, sliding_window_features_argmax
 from tuckertrt.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ DEFAULT_TILE_STEP = 0.8  # TotalSegmentator's `total` task
 @dataclass
 class Runner:
     """A model's spec with something that predicts one patch: a :class:`~tuckertrt.backends.Backend` or a
-    callable ``(1, C, *patch) -> (1, K, *patch)``."""
+    callable ``(1, C, *patch) -> (1, K, *patch)``. A backend opened with ``head="auto"`` returns features and
+    carries the head, applied after the sliding window."""
 
     spec: ModelSpec
     predictor: Any
@@ -34,6 +36,11 @@ class Runner:
     def predict(self, patch: np.ndarray) -> np.ndarray:
         run = getattr(self.predictor, "run", self.predictor)
         return run(patch)
+
+    @property
+    def head(self) -> LinearHead | None:
+        """The head applied after the sliding window, when the predictor returns features instead of logits."""
+        return getattr(self.predictor, "head", None)
 
     def describe(self) -> dict[str, Any]:
         facts = self.predictor.describe() if hasattr(self.predictor, "describe") else {"backend": "callable"}
@@ -105,8 +112,13 @@ def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequenc
         grid, geometry = grids[key]
         data = normalize_ct(grid, spec.intensity)[None] if spec.intensity else grid[None]
         counter = _CountingPredictor(runner.predict)
-        net_labels = sliding_window_argmax(data, counter, spec.patch_size, spec.num_classes, tile_step,
-                                           progress=progress, desc=f"{image.case_name} [{spec.name}]")
+        desc = f"{image.case_name} [{spec.name}]"
+        if runner.head is not None:
+            net_labels = sliding_window_features_argmax(data, counter, spec.patch_size, runner.head, tile_step,
+                                                        progress=progress, desc=desc)
+        else:
+            net_labels = sliding_window_argmax(data, counter, spec.patch_size, spec.num_classes, tile_step,
+                                               progress=progress, desc=desc)
         n_tiles += counter.calls
         parts.append((labels_to_input_grid(net_labels, geometry, spec), spec))
     labels, names = merge_parts(parts)

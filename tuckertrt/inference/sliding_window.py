@@ -1,19 +1,26 @@
 """Gaussian-weighted sliding-window prediction, as nnU-Net does it, over any patch predictor.
 
-Memory: the accumulator holds ``num_classes`` logit channels over the (padded) network grid. It is float32
-unless that would exceed ``max_accumulator_bytes``, in which case it is float16 (nnU-Net itself accumulates
-in half precision on the GPU); the weight map is a single float32 channel. Only the argmax leaves this module,
-so the full logit volume never needs to be copied or resampled.
+Two forms: predictors that return logits ``(1, K, *patch)`` (the head inside the graph), and predictors that
+return channels-last features ``(1, *patch, F)`` with the head applied once per voxel after the averaging
+(:mod:`tuckertrt.graph.head`; exact, because both the averaging and the head are linear).
+
+Memory: the accumulator holds ``K`` logit (or ``F`` feature) channels over the (padded) network grid. It is
+float32 unless that would exceed ``max_accumulator_bytes``, in which case it is float16 (nnU-Net itself
+accumulates in half precision on the GPU); the weight map is a single float32 channel. Only the argmax leaves
+this module, so the full logit volume never needs to be copied or resampled.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.graph.head import LinearHead, as_tensor
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 MAX_ACCUMULATOR_BYTES = 4 << 30
@@ -21,13 +28,19 @@ MAX_ACCUMULATOR_BYTES = 4 << 30
 
 def gaussian_importance_map(patch: Sequence[int], sigma_scale: float = 1 / 8) -> np.ndarray:
     """A centred Gaussian (sigma = patch * sigma_scale) with max 1 and no zeros (min clipped to the smallest
-    non-zero value), like nnU-Net's ``compute_gaussian``."""
-    impulse = np.zeros(tuple(patch), dtype=np.float64)
+    non-zero value), like nnU-Net's ``compute_gaussian``. Computed once per patch shape (read-only)."""
+    return _gaussian(tuple(int(p) for p in patch), float(sigma_scale))
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian(patch: tuple[int, ...], sigma_scale: float) -> np.ndarray:
+    impulse = np.zeros(patch, dtype=np.float64)
     impulse[tuple(p // 2 for p in patch)] = 1.0
     gauss = ndimage.gaussian_filter(impulse, [p * sigma_scale for p in patch], mode="constant", cval=0.0)
     gauss /= gauss.max()
     gauss = gauss.astype(np.float32)
     gauss[gauss == 0] = gauss[gauss != 0].min()
+    gauss.flags.writeable = False
     return gauss
 
 
@@ -75,17 +88,14 @@ def sliding_window_logits(data: np.ndarray, predict: Predictor, patch: Sequence[
                           tile_step: float = 0.8, progress: bool = False, desc: str = "tiles",
                           max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
     """Weighted-mean logits ``(K, *shape)`` of ``data`` ``(C, *shape)``, predicted tile by tile."""
-    if not 0 < tile_step <= 1:
-        raise TuckerTRTError(f"tile step must be in (0, 1], got {tile_step}")
-    patch = tuple(int(p) for p in patch)
-    padded, crop = pad_to_patch(data.astype(np.float32, copy=False), patch)
+    patch, padded, crop, windows = _tiling(data, patch, tile_step, progress, desc)
     shape = padded.shape[1:]
     nbytes = num_classes * int(np.prod(shape)) * 4
     dtype = np.float32 if nbytes <= max_accumulator_bytes else np.float16
     accumulated = np.zeros((num_classes, *shape), dtype=dtype)
     weights = np.zeros(shape, dtype=np.float32)
     gauss = gaussian_importance_map(patch)
-    for window in _progress(tiles(shape, patch, tile_step), progress, desc):
+    for window in windows:
         out = np.asarray(predict(padded[(slice(None), *window)][None]))
         if out.shape != (1, num_classes, *patch):
             raise TuckerTRTError(f"predictor returned shape {out.shape}, expected {(1, num_classes, *patch)}")
@@ -94,6 +104,38 @@ def sliding_window_logits(data: np.ndarray, predict: Predictor, patch: Sequence[
         weights[window] += gauss
     accumulated /= weights.astype(dtype, copy=False)
     return accumulated[crop]
+
+
+@torch.inference_mode()
+def sliding_window_features_argmax(data: np.ndarray, predict: Predictor, patch: Sequence[int], head: LinearHead,
+                                   tile_step: float = 0.8, progress: bool = False, desc: str = "tiles",
+                                   max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
+    """Label map of ``data`` ``(C, *shape)`` from a predictor of channels-last features ``(1, *patch, F)``:
+    Gaussian-weighted sums of the features, then ``head`` once per voxel."""
+    patch, padded, crop, windows = _tiling(data, patch, tile_step, progress, desc)
+    shape = padded.shape[1:]
+    channels = head.num_features
+    dtype = torch.float32 if channels * int(np.prod(shape)) * 4 <= max_accumulator_bytes else torch.float16
+    accumulated = torch.zeros((*shape, channels), dtype=dtype)
+    weights = torch.zeros(shape, dtype=torch.float32)
+    gauss = torch.from_numpy(gaussian_importance_map(patch).copy())
+    for window in windows:
+        out = as_tensor(np.asarray(predict(padded[(slice(None), *window)][None])))
+        if tuple(out.shape) != (1, *patch, channels):
+            raise TuckerTRTError(f"predictor returned shape {tuple(out.shape)}, expected {(1, *patch, channels)}")
+        accumulated[window].addcmul_(out[0], gauss[..., None])
+        weights[window] += gauss
+    return head.labels(accumulated[crop[1:]], weights[crop[1:]])
+
+
+def _tiling(data: np.ndarray, patch: Sequence[int], tile_step: float, progress: bool,
+            desc: str) -> tuple[tuple[int, ...], np.ndarray, tuple[slice, ...], Iterator[tuple[slice, ...]]]:
+    """The patch as ints, ``data`` padded to it, the crop that undoes the padding, and the tile windows."""
+    if not 0 < tile_step <= 1:
+        raise TuckerTRTError(f"tile step must be in (0, 1], got {tile_step}")
+    patch = tuple(int(p) for p in patch)
+    padded, crop = pad_to_patch(data.astype(np.float32, copy=False), patch)
+    return patch, padded, crop, _progress(tiles(padded.shape[1:], patch, tile_step), progress, desc)
 
 
 def _progress(items: list, enabled: bool, desc: str) -> Iterator:

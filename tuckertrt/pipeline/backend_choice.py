@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from tuckertrt.backends.registry import backend_class, open_backend
-from tuckertrt.bench.parity import agreement, argmax_labels
+from tuckertrt.bench.parity import agreement, argmax_labels, output_labels
 from tuckertrt.bench.timing import interleaved
 from tuckertrt.errors import TuckerTRTError
 
@@ -41,12 +41,14 @@ def choose_backend(onnx: Path, patch: np.ndarray, reference_logits: np.ndarray, 
             row["skipped"] = "not installed"
             continue
         try:
-            runner = open_backend(backend, onnx, precision=precision)
+            runner = open_backend(backend, onnx, precision=precision, head="auto")
         except TuckerTRTError as e:
             row["skipped"] = str(e)
             continue
         row["precision"] = runner.precision  # e.g. bf16 falls back to f32 on CPUs without it
-        row["agreement"] = round(agreement(reference, argmax_labels(runner.run(patch))), 6)
+        if getattr(runner, "graph", None) is not None:  # the exact rewrites and where the head runs
+            row.update(runner.graph.describe())
+        row["agreement"] = round(agreement(reference, output_labels(runner, runner.run(patch))), 6)
         row["passes"] = row["agreement"] >= gate
         if row["passes"]:
             runners[(backend, precision)], passing[(backend, precision)] = runner, row

@@ -204,7 +204,7 @@ def _runner(backend: str, precision: str, artifacts: dict[str, Path], model: Loa
         shape = (1, model.spec.input_channels, *model.spec.patch_size)
         return Runner(model.spec, TorchBackend(model.network, shape, precision, "cpu"))
     onnx = artifacts["fp16" if precision == "fp16" and "fp16" in artifacts else "fp32"]
-    return Runner(model.spec, open_backend(backend, onnx, precision=precision))
+    return Runner(model.spec, open_backend(backend, onnx, precision=precision, head="auto"))
 
 
 def _gates(cases, options: BuildOptions) -> dict[str, Any]:

@@ -1,0 +1,114 @@
+"""The graph CPU backends run: exact rewrites, the head after the sliding window; on real ONNX Runtime/OpenVINO."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.helpers import random_patch, small_loaded_model
+from tuckertrt.backends import open_backend
+from tuckertrt.backends.ort_runner import OrtBackend
+from tuckertrt.backends.ov_runner import OpenVinoBackend
+from tuckertrt.decomposition import decompose
+from tuckertrt.decomposition.fold import apply_folds
+from tuckertrt.errors import TuckerTRTError
+from tuckertrt.graph import export_model
+from tuckertrt.graph.deploy import inference_graph
+from tuckertrt.graph.head import split_head
+from tuckertrt.graph.rewrite import optimize
+from tuckertrt.inference.sliding_window import sliding_window_argmax, sliding_window_features_argmax
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """The small U-Net uncompressed, decomposed at DF 0.5, and decomposed with folded layers."""
+    model = small_loaded_model()
+    compressed = decompose(model, df=0.5, min_rank=2)
+    folded = apply_folds(compressed, {"decoder.stages.1.convs.1.conv": "out", "encoder.stages.0.0.convs.1.conv": "in"})
+    root = tmp_path_factory.mktemp("deploy")
+    return {name: export_model(m, root / name, fp16=False, verify=False).artifacts["fp32"]
+            for name, m in (("uncompressed", model), ("compressed", compressed), ("folded", folded))}
+
+
+def _ops(model: onnx.ModelProto) -> Counter:
+    return Counter(node.op_type for node in model.graph.node)
+
+
+@pytest.mark.parametrize("name", ["uncompressed", "compressed", "folded"])
+def test_rewrites_remove_concats_and_keep_the_output(exports, name):
+    original = onnx.load(str(exports[name]))
+    rewritten, counts = optimize(original)
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert counts["split_concats"] == _ops(original)["Concat"] == 2 and _ops(rewritten)["Concat"] == 0
+    if name == "uncompressed":  # 3×3×3 convolutions never compose
+        assert counts["composed_pairs"] == 0 and _ops(rewritten)["Conv"] == _ops(original)["Conv"] + 2
+    else:  # per decoder stage: the transposed conv's output projection and the skip's input projection
+        assert counts["composed_pairs"] >= 4 and _ops(rewritten)["Conv"] < _ops(original)["Conv"]
+    patch = random_patch((1, 1, 32, 32, 32), seed=3)
+    before = OrtBackend(original.SerializeToString()).run(patch)
+    after = OrtBackend(rewritten.SerializeToString()).run(patch)
+    np.testing.assert_allclose(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_rewrite_leaves_the_input_model_alone(exports):
+    original = onnx.load(str(exports["compressed"]))
+    snapshot = original.SerializeToString()
+    optimize(original)
+    assert original.SerializeToString() == snapshot
+
+
+def test_split_head_gives_channels_last_features_and_the_same_logits(exports):
+    original = onnx.load(str(exports["compressed"]))
+    backbone, head = split_head(original)
+    assert (head.num_classes, head.num_features) == (5, 8)
+    assert backbone.graph.output[0].name == "features" and _ops(backbone)["Transpose"] == 1
+    patch = random_patch((1, 1, 32, 32, 32), seed=4)
+    logits = OrtBackend(original.SerializeToString()).run(patch)
+    features = OrtBackend(backbone.SerializeToString()).run(patch)
+    assert features.shape == (1, 32, 32, 32, 8)
+    np.testing.assert_allclose(np.moveaxis(head.logits(features[0]), -1, 0), logits[0], atol=1e-4)
+    assert (head.labels(features[0]) == logits[0].argmax(0)).all()
+
+
+def test_head_modes(exports, tmp_path):
+    with pytest.raises(TuckerTRTError, match="head must be one of"):
+        inference_graph(exports["compressed"], head="cpu")
+    assert inference_graph(exports["compressed"], rewrite=False).model is None  # the file itself, untouched
+    original = onnx.load(str(exports["compressed"]))
+    softmax = onnx.helper.make_node("Softmax", [original.graph.output[0].name], ["probabilities"], axis=1)
+    original.graph.node.append(softmax)
+    original.graph.output[0].name = "probabilities"
+    path = tmp_path / "softmax.onnx"
+    onnx.save(original, str(path))
+    with pytest.raises(TuckerTRTError, match="does not end in a 1x1 convolution"):
+        inference_graph(path, head="host")
+    auto = inference_graph(path, head="auto")
+    assert auto.head is None and auto.describe()["head"] == "graph"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_sliding_window_over_features_matches_logits(exports, backend):
+    if backend == "openvino" and not OpenVinoBackend.available():
+        pytest.skip("openvino is not installed")
+    volume = random_patch((1, 45, 40, 37), seed=5)
+    logits = open_backend(backend, exports["compressed"], "fp32", rewrite=False)
+    features = open_backend(backend, exports["compressed"], "fp32", head="auto")
+    assert logits.head is None and features.head is not None
+    assert features.describe()["head"] == "host" and features.describe()["graph_rewrites"]["split_concats"] == 2
+    expected = sliding_window_argmax(volume, logits.run, (32, 32, 32), 5, tile_step=0.5)
+    labels = sliding_window_features_argmax(volume, features.run, (32, 32, 32), features.head, tile_step=0.5)
+    assert labels.shape == expected.shape == volume.shape[1:]
+    assert (labels == expected).mean() > 0.999
+
+
+@pytest.mark.skipif(not OpenVinoBackend.available(), reason="openvino is not installed")
+def test_openvino_bf16_features_leave_the_graph_in_bf16(exports):
+    backend = open_backend("openvino", exports["compressed"], "bf16", head="host")
+    patch = random_patch((1, 1, 32, 32, 32), seed=6)
+    features = backend.run(patch)
+    if backend.precision == "bf16":
+        assert features.dtype.name == "bfloat16"
+    reference = open_backend("openvino", exports["compressed"], "fp32", rewrite=False).run(patch)
+    assert (backend.head.labels(features[0]) == reference[0].argmax(0)).mean() > 0.9
