@@ -119,6 +119,10 @@ def test_precision_selection():
         precisions_per_backend(["onnxruntime"], ("bf16",))
     with pytest.raises(UsageError, match="add --backend openvino"):
         precisions_per_backend(["onnxruntime"], ("openvino:fp32",))
+    assert precisions_per_backend(["onnxruntime", "openvino", "tensorrt"], ("fp32+exported", "bf16+graph-head")) == \
+        {"onnxruntime": ["fp32+exported"], "openvino": ["fp32+exported", "bf16+graph-head"], "tensorrt": []}
+    with pytest.raises(UsageError, match="no benchmarked backend runs bf16[+]logits"):
+        precisions_per_backend(["openvino"], ("bf16+logits",))
 
 
 def test_bench_command_writes_json_and_markdown(tmp_path, capsys):

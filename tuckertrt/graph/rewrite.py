@@ -47,6 +47,11 @@ class _Graph:
     def array(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self.weights[name]).astype(np.float64)
 
+    def matrix(self, name: str) -> np.ndarray:
+        """A 1×1(×1) convolution weight as a (C_out, C_in) matrix."""
+        array = self.array(name)
+        return array.reshape(array.shape[0], array.shape[1])
+
     def sole_reader(self, tensor: str) -> onnx.NodeProto | None:
         readers = self.readers.get(tensor, [])
         return readers[0] if len(readers) == 1 and tensor not in self.outputs else None
@@ -163,7 +168,7 @@ def _compose_pairs(g: _Graph) -> Iterator[bool]:
 
 def _compose_after(first: onnx.NodeProto, second: onnx.NodeProto, g: _Graph) -> bool:
     """``second`` (1×1×1, C_mid→C_out) after ``first``: one node with ``first``'s geometry."""
-    w1, w2 = g.array(first.input[1]), g.array(second.input[1])[:, :, 0, 0, 0]
+    w1, w2 = g.array(first.input[1]), g.matrix(second.input[1])
     cost = np.prod(w1.shape[2:]) / (np.prod(_attrs(first).get("strides", [1]))
                                     if first.op_type == "ConvTranspose" else 1)
     if cost * w1.shape[1 - _out_axis(first)] * w2.shape[0] > (_macs_per_output_voxel(first, g)
@@ -182,7 +187,7 @@ def _compose_after(first: onnx.NodeProto, second: onnx.NodeProto, g: _Graph) -> 
 
 def _compose_before(first: onnx.NodeProto, second: onnx.NodeProto, g: _Graph) -> bool:
     """Bias-free ``first`` (1×1×1, C_in→C_mid) before ``second``: one node with ``second``'s geometry."""
-    w1, w2 = g.array(first.input[1])[:, :, 0, 0, 0], g.array(second.input[1])
+    w1, w2 = g.matrix(first.input[1]), g.array(second.input[1])
     in_axis = 1 - _out_axis(second)
     stride = float(np.prod(_attrs(second).get("strides", [1])))
     first_cost = w1.shape[0] * w1.shape[1] * (stride if second.op_type == "Conv" else 1 / stride)
