@@ -112,3 +112,19 @@ def test_openvino_bf16_features_leave_the_graph_in_bf16(exports):
         assert features.dtype.name == "bfloat16"
     reference = open_backend("openvino", exports["compressed"], "fp32", rewrite=False).run(patch)
     assert (backend.head.labels(features[0]) == reference[0].argmax(0)).mean() > 0.9
+
+
+@pytest.mark.parametrize("max_bytes", [10, 1 << 30])  # float16 accumulator, float32 accumulator
+def test_feature_accumulator_reaches_every_voxel(max_bytes):
+    """Tile edges carry Gaussian weights of ~1e-8; a float16 accumulator must still see them."""
+    from tuckertrt.graph.head import LinearHead
+
+    head = LinearHead(np.eye(3, dtype=np.float32), np.zeros(3, dtype=np.float32))
+    features = np.broadcast_to(np.array([0.0, 1.0, 0.0], np.float32), (1, 16, 16, 16, 3))
+    labels = sliding_window_features_argmax(np.zeros((1, 20, 20, 20), np.float32), lambda x: features.copy(),
+                                            (16, 16, 16), head, tile_step=0.5, max_accumulator_bytes=max_bytes)
+    assert (labels == 1).all()
+    one_hot = np.broadcast_to(np.array([0.0, 1.0, 0.0], np.float32)[:, None, None, None], (1, 3, 16, 16, 16))
+    logits_labels = sliding_window_argmax(np.zeros((1, 20, 20, 20), np.float32), lambda x: one_hot.copy(),
+                                          (16, 16, 16), 3, tile_step=0.5, max_accumulator_bytes=max_bytes)
+    assert (logits_labels == 1).all()
