@@ -52,6 +52,20 @@ def test_rewrites_remove_concats_and_keep_the_output(exports, name):
     np.testing.assert_allclose(after, before, atol=1e-4, rtol=1e-4)
 
 
+def test_near_full_ranks_run_as_single_convolutions(tmp_path):
+    """At DF 0.95 the small U-Net's ranks equal its channel counts: every decomposed layer composes back into one
+    convolution (with the low-rank kernel), so the deployed graph has the uncompressed graph's convolutions."""
+    model = small_loaded_model()
+    exported, graphs = {}, {}
+    for name, m in (("uncompressed", model), ("df0.95", decompose(model, df=0.95, min_rank=2))):
+        exported[name] = onnx.load(str(export_model(m, tmp_path / name, fp16=False, verify=False).artifacts["fp32"]))
+        graphs[name] = optimize(exported[name])[0]
+    assert _ops(graphs["df0.95"]) == _ops(graphs["uncompressed"])
+    patch = random_patch((1, 1, 32, 32, 32), seed=7)
+    np.testing.assert_allclose(OrtBackend(graphs["df0.95"].SerializeToString()).run(patch),
+                               OrtBackend(exported["df0.95"].SerializeToString()).run(patch), atol=1e-4, rtol=1e-4)
+
+
 def test_rewrite_leaves_the_input_model_alone(exports):
     original = onnx.load(str(exports["compressed"]))
     snapshot = original.SerializeToString()

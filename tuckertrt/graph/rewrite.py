@@ -7,10 +7,12 @@ rewritten graph (:func:`optimize`). Two rules, applied until nothing changes:
   concatenated tensor (twice the channels, at full resolution in a U-Net decoder) is never written. This
   helps the uncompressed network too, so it is applied to both sides of every comparison.
 * **compose linear neighbours**: a convolution whose only reader is a 1×1×1 convolution (or a bias-free 1×1×1
-  convolution whose only reader is a convolution) becomes one convolution, when that costs no more
-  multiply-accumulates than the two. In a decomposed decoder, after the split, the transposed convolution's output
-  projection and the next layer's input projection collapse into the transposed convolution; the core and its
-  own projections never compose (that would undo the decomposition).
+  convolution whose only reader is a convolution) becomes one convolution, when that costs at most
+  :data:`COMPOSE_TOLERANCE` times the multiply-accumulates of the two. In a decomposed decoder, after the split, the
+  transposed convolution's output projection and the next layer's input projection collapse into the transposed
+  convolution. A core composes with its own projections only where the ranks are close to the channel counts
+  (DF ≳ 0.8), i.e. where three passes over the activations cost more than one full convolution saves: such a layer
+  runs as one convolution with the low-rank kernel, never slower than the original.
 
 Linear maps compose, so only float rounding changes (checked against the unrewritten graph in the tests).
 """
@@ -24,6 +26,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 CONV_OPS = ("Conv", "ConvTranspose")
+# Two convolutions merge while the merged one costs at most this many times their multiply-accumulates: one pass
+# over the activations instead of two is worth a few more MACs.
+COMPOSE_TOLERANCE = 1.25
 
 
 @dataclass
@@ -171,8 +176,8 @@ def _compose_after(first: onnx.NodeProto, second: onnx.NodeProto, g: _Graph) -> 
     w1, w2 = g.array(first.input[1]), g.matrix(second.input[1])
     cost = np.prod(w1.shape[2:]) / (np.prod(_attrs(first).get("strides", [1]))
                                     if first.op_type == "ConvTranspose" else 1)
-    if cost * w1.shape[1 - _out_axis(first)] * w2.shape[0] > (_macs_per_output_voxel(first, g)
-                                                               + _macs_per_output_voxel(second, g)):
+    if cost * w1.shape[1 - _out_axis(first)] * w2.shape[0] > COMPOSE_TOLERANCE * (
+            _macs_per_output_voxel(first, g) + _macs_per_output_voxel(second, g)):
         return False
     axis = _out_axis(first)
     weight = np.moveaxis(np.tensordot(w2, np.moveaxis(w1, axis, 0), axes=(1, 0)), 0, axis)
@@ -192,7 +197,7 @@ def _compose_before(first: onnx.NodeProto, second: onnx.NodeProto, g: _Graph) ->
     stride = float(np.prod(_attrs(second).get("strides", [1])))
     first_cost = w1.shape[0] * w1.shape[1] * (stride if second.op_type == "Conv" else 1 / stride)
     composed_cost = _macs_per_output_voxel(second, g) * w1.shape[1] / w1.shape[0]
-    if composed_cost > first_cost + _macs_per_output_voxel(second, g):
+    if composed_cost > COMPOSE_TOLERANCE * (first_cost + _macs_per_output_voxel(second, g)):
         return False
     weight = np.moveaxis(np.tensordot(np.moveaxis(w2, in_axis, -1), w1, axes=(-1, 0)), -1, in_axis)
     prefix = f"{first.name}/composed"
