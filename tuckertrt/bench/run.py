@@ -29,6 +29,7 @@ MB = 1 << 20
 # How ONNX Runtime / OpenVINO run a graph: as deployed, or with the head / the whole graph as exported.
 GRAPH_FORMS: dict[str, dict[str, Any]] = {"deployed": {"head": "auto"}, "graph-head": {"head": "graph"},
                                           "exported": {"rewrite": False, "head": "graph"}}
+GRAPH_FORM_BACKENDS = ("onnxruntime", "openvino")
 
 
 @dataclass
@@ -154,7 +155,7 @@ def _artifact(backend: str, variant: Variant, precision: str, options: BenchOpti
     precision, _, suffix = precision.partition("+")
     if suffix and suffix not in GRAPH_FORMS:
         raise TuckerTRTError(f"unknown precision variant +{suffix} (choose from {', '.join(GRAPH_FORMS)})")
-    form = GRAPH_FORMS[suffix or "deployed"] if backend in ("onnxruntime", "openvino") else {}
+    form = GRAPH_FORMS[suffix or "deployed"] if backend in GRAPH_FORM_BACKENDS else {}
     if precision != "int8":
         return variant.onnx, precision, form
     if options.calibration is None:

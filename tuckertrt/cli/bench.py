@@ -12,7 +12,6 @@ from tuckertrt.errors import UsageError
 DEFAULT_PRECISIONS = {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"], "tensorrt": ["fp16"]}
 ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "fp16", "int8"},
             "tensorrt": {"fp32", "fp16", "int8"}}
-GRAPH_FORM_BACKENDS = ("onnxruntime", "openvino")  # they also take P+graph-head and P+exported
 
 
 def default_calibration() -> Path:
@@ -41,7 +40,8 @@ def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> d
 
 
 def _accepts(backend: str, precision: str) -> bool:
-    from tuckertrt.bench.run import GRAPH_FORMS
+    """``precision`` is one ``backend`` runs; ONNX Runtime and OpenVINO also take ``P+graph-head``/``P+exported``."""
+    from tuckertrt.bench.run import GRAPH_FORM_BACKENDS, GRAPH_FORMS
 
     base, _, form = precision.partition("+")
     return base in ACCEPTED[backend] and (not form or (form in GRAPH_FORMS and backend in GRAPH_FORM_BACKENDS))

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 import numpy as np
 
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.graph.head import LinearHead
 from tuckertrt.inference.io import CTImage, label_dtype, read_ct
 from tuckertrt.inference.outputs import check_not_overwriting_inputs, output_plan, save_result
 from tuckertrt.inference.preprocess import labels_to_input_grid, normalize_ct, to_network_grid
-from tuckertrt.graph.head import LinearHead
 from tuckertrt.inference.sliding_window import sliding_window_argmax, sliding_window_features_argmax
 from tuckertrt.models.spec import ModelSpec
 
