@@ -12,7 +12,6 @@ supports) and cuda-python.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
