@@ -10,7 +10,8 @@ from tests.helpers import small_loaded_model
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.fold import apply_folds, fold_layer, fold_network
 from tuckertrt.decomposition.layers import TuckerConv
-from tuckertrt.decomposition.select import (candidates, energy_rank, in_graph_openvino, isolated, openvino_timer,
+from tuckertrt.decomposition.ranks import rank_for
+from tuckertrt.decomposition.select import (Candidate, candidates, energy_rank, in_graph_openvino, isolated, openvino_timer,
                                             round_rank, select_latency, selected_model, spectral_spec,
                                             vbmf_rank)
 from tuckertrt.errors import TuckerTRTError, UsageError
@@ -107,6 +108,25 @@ def test_select_latency_param_budget_forbids_keeping():
     selection = select_latency(model, isolated(lambda modules, shape: [1.0] * len(modules)), df=0.5, min_rank=4, max_param_ratio=0.9, folds=False)
     assert all("keep" not in info["seconds"] for info in selection["layers"].values())
     assert all(v != "keep" for v in selection["ranks"].values())
+
+
+def test_candidates_that_save_no_parameters_are_never_measured():
+    """Rounded-up ranks at (or near) the channel counts, and folds that outgrow the original conv, only add passes:
+    the selection does not offer them (the plain DF candidate always stays)."""
+    model = small_loaded_model()
+    selection = select_latency(model, isolated(lambda modules, shape: [1.0] * len(modules)), df=0.9, min_rank=4,
+                               multiple=16)
+    convs = {n: m for n, m in model.network.named_modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))}
+    for name, info in selection["layers"].items():
+        original = sum(p.numel() for p in convs[name].parameters())
+        conv = convs[name]
+        plain = f"tucker {rank_for(conv.in_channels, 0.9, 4)}x{rank_for(conv.out_channels, 0.9, 4)}"
+        for label in info["seconds"]:
+            if label in ("keep", plain) or not label.startswith("tucker"):
+                continue
+            ranks, _, fold = label.removeprefix("tucker ").partition(" fold-")
+            cand = Candidate(tuple(int(r) for r in ranks.split("x")), fold or None)
+            assert sum(p.numel() for p in cand.module(convs[name]).parameters()) < original, (name, label)
 
 
 def test_openvino_timer_times_a_real_layer():

@@ -396,13 +396,26 @@ def _layer_options(conv: nn.Module, shape: tuple[int, ...], base: tuple[int, int
     allowed, variance = [], {}
     for cand in candidates(conv, base, multiple, folds):
         ev = 1.0 if cand.ranks is None else _variance(conv, cand.ranks)
-        params = original_params if cand.ranks is None else decomposed_params(conv, *cand.ranks)
+        params = original_params if cand.ranks is None else _candidate_params(conv, cand)
         over_budget = max_param_ratio is not None and params > max_param_ratio * original_params
-        if cand.label != plain.label and (ev + 1e-9 < base_ev or over_budget):
+        no_saving = cand.ranks is not None and params >= original_params  # only adds passes: keep is better
+        if cand.label != plain.label and (ev + 1e-9 < base_ev or over_budget or no_saving):
             continue
         variance[cand.label] = round(ev, 6)
         allowed.append(cand)
     return LayerOptions(tuple(shape), plain, allowed, variance)
+
+
+def _candidate_params(conv: nn.Module, cand: Candidate) -> int:
+    """Parameters of a decomposed candidate; a fold merges the core with one projection."""
+    if cand.fold is None:
+        return decomposed_params(conv, *cand.ranks)
+    kernel = math.prod(conv.kernel_size)
+    r_in, r_out = cand.ranks
+    bias = conv.out_channels if conv.bias is not None else 0
+    if cand.fold == "in":
+        return conv.in_channels * r_out * kernel + r_out * conv.out_channels + bias
+    return conv.in_channels * r_in + r_in * conv.out_channels * kernel + bias
 
 
 def _variance(conv: nn.Module, ranks: tuple[int, int]) -> float:
