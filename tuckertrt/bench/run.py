@@ -30,6 +30,9 @@ MB = 1 << 20
 GRAPH_FORMS: dict[str, dict[str, Any]] = {"deployed": {"head": "auto"}, "graph-head": {"head": "graph"},
                                           "exported": {"rewrite": False, "head": "graph"}}
 GRAPH_FORM_BACKENDS = ("onnxruntime", "openvino")
+# backend -> (quantised file in the export dir, tuckertrt.quantization function, precision to load it in, how)
+INT8_BUILDS = {"openvino": ("model_int8_nncf.xml", "quantize_openvino", "int8", "with NNCF"),
+               "onnxruntime": ("model_int8_qdq.onnx", "quantize_qdq", "fp32", "to Q/DQ")}
 
 
 @dataclass
@@ -160,24 +163,18 @@ def _artifact(backend: str, variant: Variant, precision: str, options: BenchOpti
         return variant.onnx, precision, form
     if options.calibration is None:
         raise TuckerTRTError("int8 needs a calibration case list")
-    from tuckertrt.quantization import quantize_openvino, quantize_qdq
+    if backend not in INT8_BUILDS:
+        raise TuckerTRTError(f"int8 on {backend} is built by its engine builder, not by the benchmark")
+    import tuckertrt.quantization as quantization
 
-    source = variant.onnx / "model.onnx"
-    patches = options.calibration.patches(variant.model.spec, tuple(patch.shape[2:]))
-    start = time.perf_counter()
-    if backend == "openvino":
-        target = variant.onnx / "model_int8_nncf.xml"
-        if not target.exists():
-            quantize_openvino(source, target, patches)
-            log(f"  quantised {variant.key} with NNCF in {time.perf_counter() - start:.0f} s")
-        return target, "int8", form
-    if backend == "onnxruntime":
-        target = variant.onnx / "model_int8_qdq.onnx"
-        if not target.exists():
-            quantize_qdq(source, target, patches)
-            log(f"  quantised {variant.key} to Q/DQ in {time.perf_counter() - start:.0f} s")
-        return target, "fp32", form
-    raise TuckerTRTError(f"int8 on {backend} is built by its engine builder, not by the benchmark")
+    file_name, quantizer, load_precision, how = INT8_BUILDS[backend]
+    target = variant.onnx / file_name
+    if not target.exists():  # quantised once per export; calibration patches only when needed
+        start = time.perf_counter()
+        patches = options.calibration.patches(variant.model.spec, tuple(patch.shape[2:]))
+        getattr(quantization, quantizer)(variant.onnx / "model.onnx", target, patches)
+        log(f"  quantised {variant.key} {how} in {time.perf_counter() - start:.0f} s")
+    return target, load_precision, form
 
 
 def profile_config(backend: str, onnx: Path, precision: str, patch: np.ndarray, threads: int | None,
