@@ -6,10 +6,10 @@ covariance of ``z``. So the projection and the normalisation become one 1×1×1 
 built at run time, ``IN(U z + b) = (diag(γ / std(y)) U) (z − mean(z)) + β``; the C-channel tensor is written once
 instead of being written, read twice and written again by the normalisation.
 
-The statistics are taken where a CPU runtime computes them well: ``z`` is viewed channels-last as a batch of
-(voxels × r) matrices, its mean and its covariance are batched matrix products with f32 accumulation, and the
-covariance is taken of the *centred* ``z`` so that no variance is a difference of two large numbers (bf16
-runtimes keep such small tensors in bf16). Only float rounding changes; the tests check it against the
+The statistics are taken in forms a CPU runtime computes well: the mean of ``z`` as a mean of block means
+(average pooling), the covariance of the *centred* ``z`` viewed channels-last as a batch of (voxels × r) matrices
+(one batched matrix product, f32 accumulation). Centring first means no variance is a difference of two large
+numbers, which matters because bf16 runtimes keep such small tensors in bf16. Only float rounding changes; the tests check it against the
 unrewritten graph.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ from tuckertrt.graph.pattern import GraphIndex, is_conv, is_pointwise
 # nodes, and the rank small enough to be worth it (r ≤ C/2).
 MIN_ELEMENTS = 1 << 22
 MAX_RANK_FRACTION = 0.5
-BATCHES = 512  # rows of the batched mean/covariance products (parallel work for the runtime)
+BATCHES = 512  # matrices in the batched covariance product (parallel work for the runtime)
+MEAN_BLOCK = 8  # the mean is a mean of block means (average pooling, then a global average over few blocks)
 
 
 def normalize_in_rank_space(g: GraphIndex, shapes: dict[str, list[int]]) -> Iterator[bool]:
@@ -48,13 +49,14 @@ def normalize_in_rank_space(g: GraphIndex, shapes: dict[str, list[int]]) -> Iter
         voxels = math.prod(shape[2:])
         if rank > MAX_RANK_FRACTION * channels or voxels * channels < MIN_ELEMENTS:
             continue
-        g.replace([projection, norm], _rank_space_nodes(g, norm, projection, u, len(shape), voxels))
+        g.replace([projection, norm], _rank_space_nodes(g, norm, projection, u, shape[2:]))
         yield True
 
 
-def _rank_space_nodes(g: GraphIndex, norm: onnx.NodeProto, projection: onnx.NodeProto, u: np.ndarray, ndim: int,
-                      voxels: int) -> list[onnx.NodeProto]:
+def _rank_space_nodes(g: GraphIndex, norm: onnx.NodeProto, projection: onnx.NodeProto, u: np.ndarray,
+                      spatial: list[int]) -> list[onnx.NodeProto]:
     channels, rank = u.shape
+    ndim, voxels = 2 + len(spatial), math.prod(spatial)
     batches = max(d for d in range(1, BATCHES + 1) if voxels % d == 0)
     rows = voxels // batches
     p = f"{norm.name}/rank_space"
@@ -72,28 +74,20 @@ def _rank_space_nodes(g: GraphIndex, norm: onnx.NodeProto, projection: onnx.Node
         return helper.make_node(op, inputs, [norm.output[0] if out == "conv" else f"{p}/{out}"], name=f"{p}/{out}",
                                 **attrs)
 
-    channels_last = [0, *range(2, ndim), 1]
-    batch_shape, axis0 = ints("batch_shape", [batches, rows, rank]), ints("axis0", [0])
-    inv_n = const("inv_n", 1.0 / voxels)
-
-    def batched(tensor: str, tag: str) -> list[onnx.NodeProto]:
-        """``tensor`` (1, r, *spatial) as ``batches`` matrices of (rows × r), channels-last: a free view."""
-        return [node("Transpose", [tensor], f"{tag}_cl", perm=channels_last),
-                node("Reshape", [f"{p}/{tag}_cl", batch_shape], f"{tag}_rows")]
-
+    blocks = [max(k for k in range(1, MEAN_BLOCK + 1) if size % k == 0) for size in spatial]
+    axis0 = ints("axis0", [0])
     z = projection.input[0]
     return [
-        *batched(z, "z"),
-        node("MatMul", [const("ones", np.ones((1, rows))), f"{p}/z_rows"], "sums"),
-        node("ReduceSum", [f"{p}/sums", axis0], "sum", keepdims=0),
-        node("Mul", [f"{p}/sum", inv_n], "mean_row"),
-        node("Reshape", [f"{p}/mean_row", ints("mean_shape", [1, rank] + [1] * (ndim - 2))], "mean"),
+        node("AveragePool", [z], "block_means", kernel_shape=blocks, strides=blocks),
+        node("GlobalAveragePool", [f"{p}/block_means"], "mean"),
         node("Sub", [z, f"{p}/mean"], "centred"),
-        *batched(f"{p}/centred", "c"),
+        # (1, r, *spatial) viewed channels-last as `batches` matrices of (rows × r): free for a channels-last runtime
+        node("Transpose", [f"{p}/centred"], "c_cl", perm=[0, *range(2, ndim), 1]),
+        node("Reshape", [f"{p}/c_cl", ints("batch_shape", [batches, rows, rank])], "c_rows"),
         node("Transpose", [f"{p}/c_rows"], "c_cols", perm=[0, 2, 1]),
         node("MatMul", [f"{p}/c_cols", f"{p}/c_rows"], "grams"),
         node("ReduceSum", [f"{p}/grams", axis0], "gram", keepdims=0),
-        node("Mul", [f"{p}/gram", inv_n], "cov"),
+        node("Mul", [f"{p}/gram", const("inv_n", 1.0 / voxels)], "cov"),
         node("MatMul", [const("u", u), f"{p}/cov"], "u_cov"),
         node("Mul", [f"{p}/u_cov", f"{p}/u"], "u_cov_u"),
         node("ReduceSum", [f"{p}/u_cov_u", ints("axis1", [1])], "var", keepdims=1),
