@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, type=Path)
     parser.add_argument("--model", default="ts-3mm")
     parser.add_argument("--df", nargs="+", type=float, default=[0.5, 0.3, 0.1])
-    parser.add_argument("--latency-df", nargs="*", type=float, default=[0.3],
-                        help="DFs that also get latency-aware ranks/folds (timed on OpenVINO bf16)")
+    parser.add_argument("--latency-df", nargs="*", type=float, default=[],
+                        help="DFs that also get latency-aware ranks/folds (timed on OpenVINO bf16; each adds a "
+                             "session per column, and all sessions of a runtime are held at once)")
     parser.add_argument("--selection", nargs="*", type=Path, default=[],
                         help="reuse saved latency selections (selection_*.json of an earlier run) instead of "
                              "timing layers again; replaces --latency-df")
