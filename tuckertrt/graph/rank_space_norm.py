@@ -1,16 +1,16 @@
 """InstanceNorm of a decomposed layer computed from its rank-space activations (an exact rewrite).
 
-A Tucker layer ends ``core → 1×1×1 projection U (r → C channels) → InstanceNorm(γ, β)``. InstanceNorm of ``y = U z + b``
-needs only the statistics of ``z``: ``mean(y) = U mean(z) + b`` and ``var(y_c) = u_cᵀ Σ_z u_c`` with ``Σ_z`` the r×r
-covariance of ``z``. So the projection and the normalisation become one 1×1×1 convolution whose weights are
-built at run time, ``IN(U z + b) = (diag(γ / std(y)) U) (z − mean(z)) + β``; the C-channel tensor is written once
-instead of being written, read twice and written again by the normalisation.
+A Tucker layer ends ``core → 1×1×1 projection U (r → C channels) → InstanceNorm(γ, β)``. InstanceNorm of
+``y = U z + b`` needs only the statistics of ``z``: ``mean(y) = U mean(z) + b`` and ``var(y_c) = u_cᵀ Σ_z u_c``
+with ``Σ_z`` the r×r covariance of ``z``. So the projection and the normalisation become one 1×1×1 convolution
+whose weights are built at run time, ``IN(U z + b) = (diag(γ / std(y)) U) (z − mean(z)) + β``; the C-channel
+tensor is written once instead of being written, read twice and written again by the normalisation.
 
 The statistics are taken in forms a CPU runtime computes well: the mean of ``z`` as a mean of block means
 (average pooling), the covariance of the *centred* ``z`` viewed channels-last as a batch of (voxels × r) matrices
 (one batched matrix product, f32 accumulation). Centring first means no variance is a difference of two large
-numbers, which matters because bf16 runtimes keep such small tensors in bf16. Only float rounding changes; the tests check it against the
-unrewritten graph.
+numbers, which matters because bf16 runtimes keep such small tensors in bf16. Only float rounding changes; the
+tests check it against the unrewritten graph.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tuckertrt.graph.pattern import GraphIndex, is_conv, is_pointwise
+from tuckertrt.graph.pattern import GraphIndex, is_pointwise
 
 # Rewrite only where the normalised tensor is big enough for its saved passes to outweigh about twenty small
 # nodes, and the rank small enough to be worth it (r ≤ C/2).
@@ -32,17 +32,15 @@ MEAN_BLOCK = 8  # the mean is a mean of block means (average pooling, then a glo
 
 
 def normalize_in_rank_space(g: GraphIndex, shapes: dict[str, list[int]]) -> Iterator[bool]:
-    """Rewrite every ``Conv → 1×1×1 Conv → InstanceNormalization`` chain of ``g``  that
-    qualifies; ``shapes`` holds static tensor shapes (from ONNX shape inference). Yields once per rewrite."""
+    """Rewrite every ``1×1×1 Conv → InstanceNormalization`` pair of ``g`` that qualifies (static shape, batch 1,
+    r ≤ C/2, large enough); ``shapes``: tensor shapes from ONNX shape inference. Yields once per rewrite."""
     for norm in [n for n in g.graph.node if n.op_type == "InstanceNormalization"]:
         projection = g.producer.get(norm.input[0])
         if not (is_pointwise(projection, g) and g.sole_reader(projection.output[0]) is norm
                 and all(name in g.weights for name in norm.input[1:3])):
             continue
-        core = g.producer.get(projection.input[0])
         shape = shapes.get(projection.input[0])
-        if not (is_conv(core, g) and g.sole_reader(core.output[0]) is projection and shape and shape[0] == 1
-                and all(isinstance(d, int) and d > 0 for d in shape)):
+        if not (shape and shape[0] == 1 and all(isinstance(d, int) and d > 0 for d in shape)):
             continue
         u = g.matrix(projection.input[1])
         channels, rank = u.shape
