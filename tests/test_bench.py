@@ -135,6 +135,8 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
     assert "| DF 0.5 |" in (out / "bench.md").read_text() and "| DF 0.5 latency |" in capsys.readouterr().out
     selection = json.loads((out / "selection_DF_0.5_latency.json").read_text())
     assert selection["method"] == "latency" and selection["layers"]
+    whole = selection["whole_network_seconds"]  # the deployed networks timed whole: never slower than plain DF
+    assert ("fallback" in selection) == (whole["selected"] > whole["plain"])
     manifest = json.loads((out / "models" / "DF_0.5_latency" / "manifest.json").read_text())
     assert manifest["reports"]["rank_selection"]["ranks"] == selection["ranks"]
 

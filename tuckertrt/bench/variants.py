@@ -42,8 +42,8 @@ def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precisi
                      min_rank: int = 8, log=print) -> list[Variant]:
     """Per DF < 1: ranks/folds chosen per layer by timing candidates on ``backend`` (see ``select_latency``):
     inside the whole network on OpenVINO, in isolation on ONNX Runtime."""
-    from tuckertrt.decomposition.select import (in_graph_openvino, isolated, onnxruntime_timer, select_latency,
-                                                selected_model)
+    from tuckertrt.decomposition.select import (deployed_openvino_seconds, in_graph_openvino, isolated,
+                                                onnxruntime_timer, select_latency, selected_model)
 
     shape = (1, model.spec.input_channels, *model.spec.patch_size)
     probe = tuple(2 * d for d in model.spec.downsampling)
@@ -53,9 +53,19 @@ def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precisi
     for df in (d for d in dfs if d < 1):
         log(f"latency-aware selection at DF {df:g} on {backend} {precision}")
         selection = select_latency(model, measure, df, min_rank, log=log)
-        variant = Variant(f"DF {df:g} latency", df, selected_model(model, selection))
-        variant.model.extra["selection"] = selection
-        out.append(variant)
+        chosen = selected_model(model, selection)
+        if backend == "openvino":  # layers are timed one by one; the whole deployed network has the last word
+            plain = decompose(model, df=df, min_rank=min_rank)
+            plain_s, chosen_s = deployed_openvino_seconds([plain.network, chosen.network], shape, probe,
+                                                          precision, threads)
+            selection["whole_network_seconds"] = {"plain": round(plain_s, 4), "selected": round(chosen_s, 4)}
+            if chosen_s > plain_s:
+                log(f"  the selection runs slower than plain DF {df:g} as deployed ({chosen_s:.3f} s vs "
+                    f"{plain_s:.3f} s): keeping the plain DF ranks")
+                selection.update(ranks=plain.decomposition["ranks"], folds={}, fallback="plain DF is faster")
+                chosen = plain
+        chosen.extra["selection"] = selection
+        out.append(Variant(f"DF {df:g} latency", df, chosen))
     return out
 
 

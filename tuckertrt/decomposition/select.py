@@ -219,16 +219,49 @@ def _profiling_config(precision: str, threads: int | None) -> dict[str, Any]:
 
 
 def _openvino_model(core: Any, module: nn.Module, shape: tuple[int, ...],
-                    probe: tuple[int, ...] | None = None) -> Any:
-    """``module`` as an OpenVINO model with static input ``shape``."""
+                    probe: tuple[int, ...] | None = None, deployed: bool = False) -> Any:
+    """``module`` as an OpenVINO model with static input ``shape``; ``deployed``: with the exact rewrites that
+    the CPU backends apply (:func:`tuckertrt.graph.rewrite.optimize`)."""
+    import onnx
     import openvino as ov
+
+    from tuckertrt.graph.rewrite import optimize
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "module.onnx"
         _export_dynamic(module, shape, path, probe)
-        model = core.read_model(str(path))
-    model.reshape({0: ov.PartialShape(list(shape))})
-    return model
+        if not deployed:
+            model = core.read_model(str(path))
+            model.reshape({0: ov.PartialShape(list(shape))})
+            return model
+        graph = onnx.load(str(path))
+    for dim, size in zip(graph.graph.input[0].type.tensor_type.shape.dim, shape):
+        dim.dim_value = size  # static shapes let the rewrites see activation sizes
+    return core.read_model(optimize(graph)[0].SerializeToString())
+
+
+def deployed_openvino_seconds(networks: list[nn.Module], input_shape: tuple[int, ...], probe: tuple[int, ...],
+                              precision: str = "bf16", threads: int | None = None, repeats: int = 5) -> list[float]:
+    """Wall time of whole ``networks`` as the CPU backends deploy them (exact rewrites applied) on OpenVINO CPU:
+    compiled together, interleaved rounds, minimum per network."""
+    import openvino as ov
+
+    core = ov.Core()
+    config = {k: v for k, v in _profiling_config(precision, threads).items() if k != "PERF_COUNT"}
+    x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
+
+    def compiled(network: nn.Module) -> Callable[[], float]:
+        model = _openvino_model(core, network, input_shape, probe, deployed=True)
+        request = core.compile_model(model, "CPU", config).create_infer_request()
+
+        def run() -> float:
+            start = time.perf_counter()
+            request.infer({0: x})
+            return time.perf_counter() - start
+
+        return run
+
+    return _interleaved_minimum([compiled(n) for n in networks], repeats)
 
 
 def _export_dynamic(module: nn.Module, shape: tuple[int, ...], path: Path,
