@@ -220,24 +220,25 @@ def _profiling_config(precision: str, threads: int | None) -> dict[str, Any]:
 
 def _openvino_model(core: Any, module: nn.Module, shape: tuple[int, ...],
                     probe: tuple[int, ...] | None = None, deployed: bool = False) -> Any:
-    """``module`` as an OpenVINO model with static input ``shape``; ``deployed``: with the exact rewrites that
-    the CPU backends apply (:func:`tuckertrt.graph.rewrite.optimize`)."""
+    """``module`` as an OpenVINO model with static input ``shape``; ``deployed``: in the form the CPU backends
+    run (:func:`tuckertrt.graph.deploy.inference_graph`: exact rewrites, head after the sliding window)."""
     import onnx
     import openvino as ov
 
-    from tuckertrt.graph.rewrite import optimize
+    from tuckertrt.graph.deploy import inference_graph
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "module.onnx"
         _export_dynamic(module, shape, path, probe)
-        if not deployed:
-            model = core.read_model(str(path))
-            model.reshape({0: ov.PartialShape(list(shape))})
-            return model
-        graph = onnx.load(str(path))
-    for dim, size in zip(graph.graph.input[0].type.tensor_type.shape.dim, shape):
-        dim.dim_value = size  # static shapes let the rewrites see activation sizes
-    return core.read_model(optimize(graph)[0].SerializeToString())
+        if deployed:
+            graph = onnx.load(str(path))
+            for dim, size in zip(graph.graph.input[0].type.tensor_type.shape.dim, shape):
+                dim.dim_value = size  # static shapes let the rewrites see activation sizes
+            onnx.save(graph, str(path))
+            return core.read_model(inference_graph(path, head="auto").source)
+        model = core.read_model(str(path))
+    model.reshape({0: ov.PartialShape(list(shape))})
+    return model
 
 
 def deployed_openvino_seconds(networks: list[nn.Module], input_shape: tuple[int, ...], probe: tuple[int, ...],
