@@ -107,6 +107,20 @@ def test_rank_space_norm_keeps_bf16_accuracy_when_the_mean_is_large(exports, mon
     assert errors[True] < errors[False] / 2
 
 
+def test_rewrites_name_what_they_add_uniquely_when_nodes_have_no_names(exports, monkeypatch):
+    """ONNX node names are optional: every added tensor and weight still gets its own name."""
+    model = onnx.load(str(exports["compressed"]))
+    for node in model.graph.node:
+        node.name = ""
+    monkeypatch.setattr(rank_space_norm, "MIN_ELEMENTS", 0)
+    rewritten, counts = optimize(model)
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert counts["split_concats"] == 2 and counts["composed_pairs"] >= 4 and counts["rank_space_norms"] >= 4
+    patch = random_patch((1, 1, 32, 32, 32), seed=10)
+    np.testing.assert_allclose(OrtBackend(rewritten.SerializeToString()).run(patch),
+                               OrtBackend(model.SerializeToString()).run(patch), atol=1e-4, rtol=1e-4)
+
+
 def test_rewrite_leaves_the_input_model_alone(exports):
     original = onnx.load(str(exports["compressed"]))
     snapshot = original.SerializeToString()

@@ -46,6 +46,18 @@ class GraphIndex:
         self.graph.initializer.append(numpy_helper.from_array(value.astype(dtype), name))
         return name
 
+    def scope(self, node: onnx.NodeProto, tag: str) -> str:
+        """A fresh name prefix for what a rewrite of ``node`` adds: ``<node name>/<tag>`` (the node's first output
+        when it has no name), numbered when a tensor or weight already lives under it. Node names are optional
+        and need not be unique in ONNX; the names of added tensors and weights must be."""
+        base = f"{node.name or node.output[0]}/{tag}"
+        taken = [*self.producer, *self.weights]
+        prefix, number = base, 1
+        while any(name == prefix or name.startswith(prefix + "/") for name in taken):
+            number += 1
+            prefix = f"{base}{number}"
+        return prefix
+
     def replace(self, old: list[onnx.NodeProto], new: list[onnx.NodeProto]) -> None:
         position = min(list(self.graph.node).index(n) for n in old)
         for node in old:

@@ -57,7 +57,7 @@ def _rank_space_nodes(g: GraphIndex, norm: onnx.NodeProto, projection: onnx.Node
     ndim, voxels = 2 + len(spatial), math.prod(spatial)
     batches = max(d for d in range(1, BATCHES + 1) if voxels % d == 0)
     rows = voxels // batches
-    p = f"{norm.name}/rank_space"
+    p = g.scope(norm, "rank_space")
     like = projection.input[1]
     eps = next((a.f for a in norm.attribute if a.name == "epsilon"), 1e-5)
 

@@ -67,7 +67,7 @@ def _split_concats(g: GraphIndex) -> Iterator[bool]:
             continue
         weight = g.array(conv.input[1])
         bounds = np.cumsum([0, *channels])
-        prefix = f"{conv.name}/split"
+        prefix = g.scope(conv, "split")
         parts, sums = [], []
         for i, (name, lo, hi) in enumerate(zip(concat.input, bounds, bounds[1:])):
             inputs = [name, g.add_weight(f"{prefix}/w{i}", weight[:, lo:hi], conv.input[1])]
@@ -124,7 +124,7 @@ def _compose_after(first: onnx.NodeProto, second: onnx.NodeProto, g: GraphIndex)
     axis = _out_axis(first)
     weight = np.moveaxis(np.tensordot(w2, np.moveaxis(w1, axis, 0), axes=(1, 0)), 0, axis)
     bias = w2 @ _bias(first, g, w2.shape[1]) + _bias(second, g, w2.shape[0])
-    prefix = f"{second.name}/composed"
+    prefix = g.scope(second, "composed")
     node = helper.make_node(first.op_type, [first.input[0], g.add_weight(f"{prefix}/w", weight, first.input[1]),
                                             g.add_weight(f"{prefix}/b", bias, first.input[1])],
                             [second.output[0]], name=prefix, **attrs(first))
@@ -142,7 +142,7 @@ def _compose_before(first: onnx.NodeProto, second: onnx.NodeProto, g: GraphIndex
     if composed_cost > COMPOSE_TOLERANCE * (first_cost + _macs_per_output_voxel(second, g)):
         return False
     weight = np.moveaxis(np.tensordot(np.moveaxis(w2, in_axis, -1), w1, axes=(-1, 0)), -1, in_axis)
-    prefix = f"{first.name}/composed"
+    prefix = g.scope(first, "composed")
     inputs = [first.input[0], g.add_weight(f"{prefix}/w", weight, second.input[1]), *second.input[2:]]
     g.replace([first, second], [helper.make_node(second.op_type, inputs, list(second.output), name=prefix,
                                                  **attrs(second))])
