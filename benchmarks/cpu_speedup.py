@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""TS-3mm per-patch CPU table: uncompressed vs DF 0.5 / 0.3 / 0.1 (plain Tucker-2 and latency-aware ranks/folds)
+"""TS-3mm per-patch CPU table: uncompressed vs DF 0.5 / 0.3 / 0.1 (plain Tucker-2; latency-aware ranks/folds with
+--latency-df)
 on ONNX Runtime f32, OpenVINO f32 and bf16 as deployed (exact graph rewrites, head after the sliding window), and
 ONNX Runtime f32 / OpenVINO bf16 running the exported graph unchanged ("+exported"; and OpenVINO/ORT int8 with
 --int8), measured side by side in

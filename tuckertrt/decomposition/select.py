@@ -243,8 +243,8 @@ def _openvino_model(core: Any, module: nn.Module, shape: tuple[int, ...],
 
 def deployed_openvino_seconds(networks: list[nn.Module], input_shape: tuple[int, ...], probe: tuple[int, ...],
                               precision: str = "bf16", threads: int | None = None, repeats: int = 5) -> list[float]:
-    """Wall time of whole ``networks`` as the CPU backends deploy them (exact rewrites applied) on OpenVINO CPU:
-    compiled together, interleaved rounds, minimum per network."""
+    """Wall time of whole ``networks`` as the CPU backends deploy them (exact rewrites, head after the sliding
+    window) on OpenVINO CPU: compiled together, interleaved rounds, minimum per network."""
     import openvino as ov
 
     core = ov.Core()
