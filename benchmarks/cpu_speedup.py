@@ -32,6 +32,7 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
 from tuckertrt.models import load_model
 from tuckertrt.parity.compare import default_patch
+from tuckertrt.parity.gate import DEFAULT_GATE, ParityGate
 
 
 def saved_selection(model, path: Path) -> Variant:
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                              "timing layers again; replaces --latency-df")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--gate", type=float, default=0.99)
+    parser.add_argument("--min-dice", type=float, default=DEFAULT_GATE.min_dice, help="parity gate, as build's")
+    parser.add_argument("--min-class-dice", type=float, default=DEFAULT_GATE.min_class_dice)
     parser.add_argument("--int8", action="store_true", help="also OpenVINO int8 (NNCF) and ORT int8 (Q/DQ)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quick", action="store_true")
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = {"openvino": ["bf16", "bf16+exported"]} if args.quick else \
         {"onnxruntime": ["fp32", "fp32+exported"], "openvino": ["fp32", "bf16", "bf16+exported"]}
     options = BenchOptions(list(precisions), precisions, rounds=args.rounds, threads=args.threads,
-                           profile=args.profile, gate=args.gate)
+                           profile=args.profile, gate=ParityGate(args.min_dice, args.min_class_dice))
     if args.int8:
         from tuckertrt.quantization import load_calibration
 
@@ -108,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     twins = fixture_twins(variants, args.threads, log)
     if twins is not None:
         parity = run_bench(twins, BenchOptions(options.backends, precisions, rounds=1, warmup=0, threads=args.threads,
-                                               gate=args.gate, calibration=options.calibration),
+                                               gate=options.gate, calibration=options.calibration),
                            out / "fixture", *default_patch(twins[0].model.spec), log=log)
         by_key = {(r["variant"], r["backend"], r["requested_precision"]): r for r in parity["configs"]}
         for row in result["configs"]:
             twin = by_key.get((row["variant"], row["backend"], row["requested_precision"]))
             if twin:
-                row.update(agreement=twin["agreement"], dice=twin["dice"], passes_gate=twin["passes_gate"],
+                row.update(agreement=twin["agreement"], dice=twin["dice"], worst_class_dice=twin["worst_class_dice"],
+                           passes_gate=twin["passes_gate"],
                            agreement_model="fixture-3mm")
         result["parity_input"] = f"{parity['parity_input']} (fixture-3mm, zero-shot)"
         result["speedups"], result["headline"] = speedups(result["configs"]), headline(result["configs"])

@@ -14,6 +14,10 @@ The defaults reproduce the committed fixture (8000 iterations of 4×64³ crops: 
 a CPU every iteration costs seconds; pass e.g. ``--iterations 500 --batch 2 --crop 48 48 48`` for a rough model.
 
     python scripts/train_fixture.py --data ../shared/data/totalsegmentator-examples [--device cpu]
+
+``--ts3mm`` trains the TotalSegmentator 3 mm network itself instead (5 stages, 32–320 features, patch
+112×112×128, 118 outputs with TS's label ids, as Dataset297): a trained model of the real size, for speed
+measured at equal segmentation quality (``scripts/gpu_recovery.sh``; 66 MB, not committed).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from tuckertrt.inference.io import read_ct, read_nifti  # noqa: E402
 from tuckertrt.inference.preprocess import normalize_ct, to_network_grid  # noqa: E402
-from tuckertrt.inference.segment import segment_volume  # noqa: E402
+from tuckertrt.inference.segment import as_runner, segment_volume  # noqa: E402
 from tuckertrt.models.checkpoint import save_results_folder  # noqa: E402
 from tuckertrt.models.loaded import LoadedModel  # noqa: E402
 from tuckertrt.models.plans import architecture, configuration, model_spec  # noqa: E402
@@ -62,9 +66,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads (the shared dev box has 2 cores)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--ts3mm", action="store_true",
+                   help="the TS-3mm network and its 118 outputs (TS ids); sets stages, features, patch and crop")
+    p.add_argument("--dataset", default=DATASET, help="results folder's dataset name (with --out's default)")
+    p.add_argument("--fast", action="store_true",
+                   help="bfloat16 autocast and cuDNN autotuning: faster on a GPU, not bit-reproducible")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="safety cap: stop early (the report then gives the iterations actually run)")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.ts3mm:
+        args.stages, args.base_features, args.max_features = 5, 32, 320
+        args.patch = args.crop = [112, 112, 128]
+    if args.out == RESULTS and args.dataset != DATASET:
+        args.out = RESULTS.parents[2] / args.dataset / RESULTS.name
+    return args
 
 
 def foreground_properties(ct: np.ndarray, seg: np.ndarray) -> dict[str, float]:
@@ -76,7 +91,7 @@ def foreground_properties(ct: np.ndarray, seg: np.ndarray) -> dict[str, float]:
 
 
 def build_model(args: argparse.Namespace, labels: dict[int, str], intensity: dict[str, float]) -> LoadedModel:
-    plans = old_format_plans(DATASET, args.stages, list(args.patch), 3.0, args.max_features, args.base_features)
+    plans = old_format_plans(args.dataset, args.stages, list(args.patch), 3.0, args.max_features, args.base_features)
     plans["foreground_intensity_properties_per_channel"] = {"0": intensity}
     dataset = {**dataset_json(labels), "numTraining": 1}
     spec = model_spec("fixture-3mm", plans, dataset)
@@ -135,7 +150,9 @@ def train(model: LoadedModel, sampler: CropSampler, args: argparse.Namespace) ->
         crops = [sampler.sample() for _ in range(args.batch)]
         x = torch.from_numpy(np.stack([c[0] for c in crops])[:, None]).to(args.device)
         y = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64)).to(args.device)
-        loss = dice_ce_loss(net(x), y)
+        with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.fast):
+            logits = net(x)
+        loss = dice_ce_loss(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
@@ -156,17 +173,21 @@ def main() -> None:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if args.fast:
+        torch.backends.cudnn.benchmark = True
+    else:
+        if args.device.startswith("cuda"):
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     ct = read_ct(args.data / "example_ct.nii.gz")
     seg = read_nifti(args.data / "example_seg_fast_force_split.nii.gz")
     ts_labels = seg.array.astype(np.int64)
-    present = [int(v) for v in np.unique(ts_labels) if v != 0]
     ts_names = ts_total_classes()
+    # outputs: every TS class by its TS id (--ts3mm), or the classes present, relabelled 1..n
+    present = sorted(ts_names) if args.ts3mm else [int(v) for v in np.unique(ts_labels) if v != 0]
     labels = {0: "background", **{i + 1: ts_names[t] for i, t in enumerate(present)}}
-    consecutive = np.zeros(max(present) + 1, dtype=np.uint8)
+    consecutive = np.zeros(max(max(present), int(ts_labels.max())) + 1, dtype=np.uint8)
     consecutive[present] = np.arange(1, len(present) + 1)
     model = build_model(args, labels, foreground_properties(ct.array, ts_labels))
     image, _ = to_network_grid(ct.array, ct.affine, model.spec, order=1)
@@ -177,7 +198,7 @@ def main() -> None:
     print(f"{len(present)} classes, network grid {image.shape}, {n_params} parameters", flush=True)
     seconds = train(model, sampler, args)
     save_results_folder(model, args.out, trainer=TRAINER)
-    result = segment_volume(ct, model)
+    result = segment_volume(ct, as_runner(model, args.device))
     ts_prediction = np.asarray([0, *present])[result.labels]
     scores = compare_labels(ts_labels, ts_prediction, ct.spacing, ts_names)
     size = (args.out / "fold_0" / "checkpoint_final.pth").stat().st_size

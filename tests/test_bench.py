@@ -9,15 +9,17 @@ import pytest
 
 from tests.helpers import small_loaded_model
 from tuckertrt.bench import BenchOptions, df_variants, run_bench
-from tuckertrt.bench.parity import agreement, mean_dice
+from tuckertrt.bench.parity import agreement, class_dice, mean_dice
 from tuckertrt.bench.profiles import layer_of, ort_profile, summarise
 from tuckertrt.bench.report import markdown, profile_markdown
 from tuckertrt.bench.timing import PeakRss, interleaved
 from tuckertrt.cli import main
 from tuckertrt.cli.bench import precisions_per_backend
+from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.serialize import save_decomposed
 from tuckertrt.errors import UsageError
 from tuckertrt.parity.compare import default_patch
+from tuckertrt.parity.gate import ParityGate
 
 
 def test_interleaved_rounds_alternate_and_report_median():
@@ -56,6 +58,16 @@ def test_agreement_and_dice():
     ref = np.array([0, 1, 1, 2])
     assert agreement(ref, ref) == 1.0 and agreement(ref, np.array([0, 1, 2, 2])) == 0.75
     assert mean_dice(ref, ref) == 1.0 and mean_dice(np.zeros(4), np.zeros(4)) is None
+    assert class_dice(ref, np.array([0, 1, 2, 2])) == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3)}
+
+
+def test_parity_gate_is_the_builds():
+    gate = ParityGate()
+    assert (gate.min_dice, gate.min_class_dice) == (0.90, 0.50)
+    assert gate.passes(0.95, 0.6) and not gate.passes(0.95, 0.4) and not gate.passes(0.89, 0.9)
+    assert gate.passes(None, None)  # no foreground in the reference: nothing to lose
+    with pytest.raises(UsageError, match="must be in"):
+        ParityGate(1.5)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +76,7 @@ def bench_result(tmp_path_factory):
     patch, label = default_patch(model.spec)
     options = BenchOptions(["onnxruntime", "openvino", "tensorrt"],
                            {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"], "tensorrt": ["fp16"]},
-                           rounds=2, threads=1, profile=True, gate=0.9)
+                           rounds=2, threads=1, profile=True)
     out = tmp_path_factory.mktemp("bench")
     return run_bench(df_variants(model, [1.0, 0.5]), options, out, patch, label, log=lambda s: None), out
 
@@ -126,12 +138,20 @@ def test_precision_selection():
 
 
 def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
-    model_file = save_decomposed(small_loaded_model(), tmp_path / "small.pt")
+    model = small_loaded_model()
+    model_file = save_decomposed(model, tmp_path / "small.pt")
+    distilled = decompose(model, df=0.5)
+    distilled.extra["recovery"] = {"mode": "distill", "iteration": 100}  # as `tuckertrt finetune` saves it
+    distilled_file = save_decomposed(distilled, tmp_path / "distilled.pt")
     out = tmp_path / "out"
-    main(["bench", str(model_file), "--df", "0.5", "--backend", "openvino", "--precision", "fp32",
-          "--rounds", "1", "--threads", "1", "--optimize", "latency", "--target", "openvino:fp32", "-o", str(out)])
+    main(["bench", str(model_file), "--df", "0.5", "--variant", str(distilled_file), "--backend", "openvino",
+          "--precision", "fp32", "--rounds", "1", "--threads", "1", "--optimize", "latency", "--target",
+          "openvino:fp32", "-o", str(out)])
     result = json.loads((out / "bench.json").read_text())
-    assert [r["variant"] for r in result["configs"]] == ["DF 1", "DF 0.5", "DF 0.5 latency"]
+    assert [r["variant"] for r in result["configs"]] == ["DF 1", "DF 0.5", "DF 0.5 distilled", "DF 0.5 latency"]
+    assert result["gate"] == {"min_dice": 0.9, "min_class_dice": 0.5}
+    plain, same = (next(r for r in result["configs"] if r["variant"] == k) for k in ("DF 0.5", "DF 0.5 distilled"))
+    assert same["dice"] == plain["dice"] and same["worst_class_dice"] <= same["dice"]
     assert "| DF 0.5 |" in (out / "bench.md").read_text() and "| DF 0.5 latency |" in capsys.readouterr().out
     selection = json.loads((out / "selection_DF_0.5_latency.json").read_text())
     assert selection["method"] == "latency" and selection["layers"]
@@ -141,9 +161,17 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
     assert manifest["reports"]["rank_selection"]["ranks"] == selection["ranks"]
 
 
-def test_bench_command_bad_input_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("args,message", [
+    (["ts-3mm", "--backend", "onnxruntime", "--precision", "bf16"], "no benchmarked backend runs bf16"),
+    (["{small}", "--variant", "{small}"], "not a decomposed model"),
+    (["{small}", "--variant", "{other}"], "not a compressed small"),
+])
+def test_bench_command_bad_input_is_one_line(tmp_path, capsys, args, message):
+    small = save_decomposed(small_loaded_model(), tmp_path / "small.pt")
+    other = save_decomposed(decompose(small_loaded_model(num_classes=3), df=0.5), tmp_path / "other.pt")
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "ts-3mm", "--backend", "onnxruntime", "--precision", "bf16", "-o", str(tmp_path / "o")])
+        main(["bench", *[a.format(small=small, other=other) for a in args], "-o", str(tmp_path / "o")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("Error:") and "Traceback" not in err and not (tmp_path / "o").exists()
+    assert err.startswith("Error:") and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -47,6 +47,7 @@ def test_online_teacher_layerwise_init_and_pseudo_labels(tmp_path, ct_file):
     teacher = tiny_model()
     options = _options(2)
     options.cache_limit_bytes, options.layerwise_init, options.pseudo_label_weight = 0, True, 1.0
+    options.config.amp = True  # bfloat16 autocast in the student's and the teacher's forward passes
     _, report = distill(teacher, decompose(teacher, df=0.5), [ct_file.parent], tmp_path / "out", options=options)
     assert report["iterations"] == 2 and report["history"][-1]["train"]["agree"] > 0
     assert "pseudo" in report["history"][-1]["train"]

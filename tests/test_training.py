@@ -161,18 +161,28 @@ def _options(iterations: int, **kw) -> RecoveryOptions:
     return RecoveryOptions(TrainConfig(iterations=iterations, checkpoint_every=2, lr=1e-3, **kw), progress=False)
 
 
-def test_interrupted_run_resumes_to_the_same_end(tmp_path):
+def test_poly_schedule_decays_over_the_run():
+    config = TrainConfig(iterations=10, lr=1.0, schedule="poly")
+    assert config.lr_at(0) == 1.0 and config.lr_at(5) == pytest.approx(0.5 ** 0.9) and config.lr_at(9) > 0
+    assert TrainConfig(iterations=10, lr=1.0).lr_at(9) == 1.0
+    with pytest.raises(TuckerTRTError, match="unknown lr schedule"):
+        TrainConfig(schedule="cosine")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "poly"])
+def test_interrupted_run_resumes_to_the_same_end(tmp_path, schedule):
     data = make_ts_dataset(tmp_path / "data")
     original = tiny_model()
-    finetune(original, decompose(original, df=0.5), data, tmp_path / "straight", options=_options(4))
+    finetune(original, decompose(original, df=0.5), data, tmp_path / "straight",
+             options=_options(4, schedule=schedule))
     with pytest.raises(KeyboardInterrupt):
-        finetune(original, decompose(original, df=0.5), data, tmp_path / "cut", options=_options(4),
-                 interrupt_after=3)
+        finetune(original, decompose(original, df=0.5), data, tmp_path / "cut",
+                 options=_options(4, schedule=schedule), interrupt_after=3)
     assert torch.load(tmp_path / "cut" / "state.pt", weights_only=True)["iteration"] == 2  # the last checkpoint
     with pytest.raises(TuckerTRTError, match="--resume"):
-        finetune(original, decompose(original, df=0.5), data, tmp_path / "cut", options=_options(4))
-    _, report = finetune(original, decompose(original, df=0.5), data, tmp_path / "cut", options=_options(4),
-                         resume=True)
+        finetune(original, decompose(original, df=0.5), data, tmp_path / "cut", options=_options(4, schedule=schedule))
+    _, report = finetune(original, decompose(original, df=0.5), data, tmp_path / "cut",
+                         options=_options(4, schedule=schedule), resume=True)
     assert report["resumed_from"] == 2 and report["iterations"] == 4
     a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
@@ -180,9 +190,10 @@ def test_interrupted_run_resumes_to_the_same_end(tmp_path):
         torch.testing.assert_close(b["network"][key], tensor, rtol=0, atol=1e-6)
     assert [h["validation"]["score"] for h in a["history"]] == pytest.approx(
         [h["validation"]["score"] for h in b["history"]])
-    with pytest.raises(TuckerTRTError, match="differs in lr"):
+    with pytest.raises(TuckerTRTError, match="differs in .*lr"):
         finetune(original, decompose(original, df=0.5), data, tmp_path / "cut",
-                 options=RecoveryOptions(TrainConfig(iterations=6, checkpoint_every=2, lr=1e-2), progress=False),
+                 options=RecoveryOptions(TrainConfig(iterations=6, checkpoint_every=2, lr=1e-2, schedule=schedule),
+                                         progress=False),
                  resume=True)
 
 

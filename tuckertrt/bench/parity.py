@@ -25,9 +25,12 @@ def agreement(reference: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(reference == labels))
 
 
+def class_dice(reference: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    """Dice of every foreground class present in ``reference`` (TS's convention)."""
+    return {int(c): dice(reference == c, labels == c) for c in np.unique(reference) if c != 0}
+
+
 def mean_dice(reference: np.ndarray, labels: np.ndarray) -> float | None:
-    """Mean Dice over the foreground classes present in ``reference`` (TS's convention); None if none are."""
-    classes = [c for c in np.unique(reference) if c != 0]
-    if not classes:
-        return None
-    return float(np.mean([dice(reference == c, labels == c) for c in classes]))
+    """Mean Dice over the foreground classes present in ``reference``; None if none are."""
+    scores = class_dice(reference, labels)
+    return float(np.mean(list(scores.values()))) if scores else None

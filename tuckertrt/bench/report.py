@@ -3,14 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuckertrt.parity.gate import ParityGate
+
 
 def markdown(result: dict[str, Any]) -> str:
     configs = result["configs"]
     columns = list(dict.fromkeys(f"{r['backend']} {r['precision']}" for r in configs if "timing" in r))
     variants = [v["key"] for v in result["variants"]]
     lines = [f"Per-patch speedup vs the uncompressed model on the same backend and precision (median of "
-             f"{result['rounds']} interleaved rounds; input {tuple(result['patch_shape'])}). Agreement: argmax "
-             f"agreement with the uncompressed f32 model on {result['parity_input']} (gate {result['gate']}).", "",
+             f"{result['rounds']} interleaved rounds; input {tuple(result['patch_shape'])}). In brackets: mean "
+             f"Dice vs the uncompressed f32 model on {result['parity_input']}; ✗ fails the parity gate "
+             f"({ParityGate(**result['gate']).describe()}).", "",
              "| variant | GMACs | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     gmacs = {v["key"]: v["gmacs"] for v in result["variants"]}
     for key in variants:
@@ -23,17 +26,17 @@ def markdown(result: dict[str, Any]) -> str:
     if head["speedup"] is not None:
         u, c = head["best_uncompressed"], head["best_compressed"]
         lines += ["", f"**Headline: {head['speedup']:.2f}×** — best compressed passing the gate "
-                      f"({c['variant']}, {c['backend']} {c['precision']}, {c['median_s']:.3f} s, agreement "
-                      f"{c['agreement']:.4f}) vs best uncompressed passing it ({u['variant']}, {u['backend']} "
-                      f"{u['precision']}, {u['median_s']:.3f} s)."]
+                      f"({c['variant']}, {c['backend']} {c['precision']}, {c['median_s']:.3f} s, Dice "
+                      f"{_dice(c)}, agreement {c['agreement']:.4f}) vs best uncompressed passing it "
+                      f"({u['variant']}, {u['backend']} {u['precision']}, {u['median_s']:.3f} s)."]
         if "isolated_peak_rss_mb" in c:
             lines.append(f"Peak RSS of one patch in a fresh process: compressed {c['isolated_peak_rss_mb']} MB, "
                          f"uncompressed {u.get('isolated_peak_rss_mb', '—')} MB.")
     elif head["best_uncompressed"] is not None:
         u = head["best_uncompressed"]
-        best = max((r for r in configs if r["compressed"]), key=lambda r: r["agreement"], default=None)
-        closest = f" (closest: {best['variant']}, {best['backend']} {best['precision']}, agreement " \
-                  f"{best['agreement']:.4f})" if best else ""
+        best = max((r for r in configs if r["compressed"]), key=lambda r: r["dice"] or 0, default=None)
+        closest = f" (closest: {best['variant']}, {best['backend']} {best['precision']}, Dice {_dice(best)})" \
+            if best else ""
         lines += ["", f"**Headline: no compressed configuration passes the gate**{closest}; best uncompressed "
                       f"passing it: {u['variant']}, {u['backend']} {u['precision']}, {u['median_s']:.3f} s."]
     for backend, why in result.get("skipped", {}).items():
@@ -64,4 +67,11 @@ def _find(configs: list[dict[str, Any]], variant: str, column: str) -> dict[str,
 def _cell(row: dict[str, Any] | None) -> str:
     if row is None:
         return "—"
-    return f"{row['speedup']:.2f}× ({row['agreement']:.3f})" if "speedup" in row else "—"
+    if "speedup" not in row:
+        return "—"
+    return f"{row['speedup']:.2f}× ({_dice(row)}{'' if row['passes_gate'] else ' ✗'})"
+
+
+def _dice(row: dict[str, Any]) -> str:
+    """Mean Dice (worst class) of a row."""
+    return "—" if row["dice"] is None else f"{row['dice']:.3f}, worst {row['worst_class_dice']:.2f}"

@@ -2,8 +2,8 @@
 
 Per backend, all of its configurations are loaded together and timed in interleaved rounds (after warm-ups), so
 that load on the shared machine hits them alike; ratios, not absolute times, are the result. Every configuration
-is also run once on a real-CT patch and compared with the uncompressed f32 PyTorch model (argmax agreement, Dice
-over the reference's classes): the parity gate.
+is also run once on a real-CT patch and compared with the uncompressed f32 PyTorch model (Dice over the
+reference's classes, and argmax agreement): the build's parity gate (``ParityGate``), applied to that patch.
 """
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ort_runner import resolve_onnx
 from tuckertrt.backends.registry import backend_class, open_backend
 from tuckertrt.backends.torch_runner import TorchBackend
-from tuckertrt.bench.parity import agreement, argmax_labels, mean_dice, output_labels
+from tuckertrt.bench.parity import agreement, argmax_labels, class_dice, output_labels
 from tuckertrt.bench.profiles import ort_profile, summarise
 from tuckertrt.bench.timing import PeakRss, interleaved
 from tuckertrt.bench.variants import Variant, export_variant
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.parity.gate import ParityGate
 
 MB = 1 << 20
 # How ONNX Runtime / OpenVINO run a graph: as deployed, or with the head / the whole graph as exported.
@@ -43,7 +44,7 @@ class BenchOptions:
     warmup: int = 1
     threads: int | None = None
     profile: bool = False
-    gate: float = 0.99  # minimum argmax agreement with the uncompressed f32 model
+    gate: ParityGate = field(default_factory=ParityGate)  # vs the uncompressed f32 model, on the patch
     calibration: Any = None  # a quantization.CalibrationSet, needed for int8
     isolated_memory: bool = True  # measure the headline configurations' peak RSS in fresh processes
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -70,7 +71,7 @@ def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, pat
             continue
         configs += _bench_backend(backend, variants, options, patch, reference, log)
     result = {
-        "patch_shape": list(patch.shape), "parity_input": patch_label, "gate": options.gate,
+        "patch_shape": list(patch.shape), "parity_input": patch_label, "gate": options.gate.to_json(),
         "rounds": options.rounds, "warmup": options.warmup, "threads": options.threads,
         "variants": [v.facts() for v in variants], "configs": configs, "skipped": skipped,
     }
@@ -118,15 +119,18 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
                 continue
             loaded[key] = runner
             agree = agreement(reference, labels)
+            scores = class_dice(reference, labels)
+            mean, worst = (float(np.mean(list(scores.values()))), min(scores.values())) if scores else (None, None)
             rows[key] = {"variant": v.key, "df": v.df, "compressed": v.compressed, "backend": backend,
                          "precision": precision if precision.startswith("int8") or "+" in precision
                          else runner.precision,
                          "requested_precision": precision,
-                         "agreement": round(agree, 6), "dice": _round(mean_dice(reference, labels)),
-                         "passes_gate": agree >= options.gate,
+                         "agreement": round(agree, 6), "dice": _round(mean), "worst_class_dice": _round(worst),
+                         "passes_gate": options.gate.passes(mean, worst),
                          "peak_rss_mb": round(rss.peak / MB), "load_and_first_run_rss_mb":
                              round((rss.peak - rss.start) / MB), "describe": runner.describe()}
-            log(f"  {backend} {precision} {v.key}: agreement {agree:.4f}")
+            log(f"  {backend} {precision} {v.key}: Dice {_fmt(mean)} (worst class {_fmt(worst)}), agreement "
+                f"{agree:.4f}")
     if not loaded:
         return []
     log(f"timing {len(loaded)} {backend} configurations, {options.rounds} interleaved rounds")
@@ -216,7 +220,7 @@ def headline(configs: list[dict[str, Any]]) -> dict[str, Any]:
         return min(passing, key=lambda r: r["timing"]["median"], default=None)
 
     def brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
-        keys = ("variant", "backend", "precision", "requested_precision", "agreement")
+        keys = ("variant", "backend", "precision", "requested_precision", "agreement", "dice", "worst_class_dice")
         return None if row is None else {k: row[k] for k in keys} | {
             "median_s": row["timing"]["median"], "peak_rss_mb": row["peak_rss_mb"]}
 
@@ -227,3 +231,7 @@ def headline(configs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.accounting import totals
+from tuckertrt.errors import TuckerTRTError, UsageError
 from tuckertrt.models.loaded import LoadedModel
 
 
@@ -36,6 +37,31 @@ def df_variants(model: LoadedModel, dfs: list[float], min_rank: int = 8, policy:
     return [Variant("DF 1", 1.0, model) if df >= 1 else
             Variant(f"DF {df:g}", df, decompose(model, df=df, min_rank=min_rank, policy=policy))
             for df in dfs]
+
+
+def checkpoint_variants(model: LoadedModel, paths: Sequence[str | Path]) -> list[Variant]:
+    """Compressed checkpoints of ``model`` (``tuckertrt finetune`` outputs), keyed by DF and how they were
+    recovered ("DF 0.3 distilled", "DF 0.3 fine-tuned")."""
+    from tuckertrt.models import load_model
+    from tuckertrt.training.recovery import check_pair
+
+    out: list[Variant] = []
+    for path in paths:
+        loaded = load_model(str(path))
+        if not loaded.is_decomposed:
+            raise UsageError(f"--variant {path}: not a decomposed model")
+        try:
+            check_pair(model, loaded)
+        except TuckerTRTError as e:
+            raise UsageError(f"--variant {path}: not a compressed {model.name} ({e})") from None
+        df = float(loaded.decomposition.get("df") or 0)
+        mode = (loaded.extra.get("recovery") or {}).get("mode", "")
+        stage = "distilled" if "distill" in mode else "fine-tuned" if mode else Path(path).stem
+        key = f"DF {df:g} {stage}"
+        taken = {v.key for v in out}
+        key = next(k for k in (key, *(f"{key} ({i})" for i in range(2, len(out) + 2))) if k not in taken)
+        out.append(Variant(key, df, loaded))
+    return out
 
 
 def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precision: str, threads: int | None,

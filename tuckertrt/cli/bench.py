@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.cli.options import min_rank_option, model_argument, policy_option
+from tuckertrt.cli.options import gate_options, min_rank_option, model_argument, policy_option
 from tuckertrt.errors import UsageError
 
 # Precisions each backend is benchmarked in when --precision does not say (and the ones it accepts).
@@ -62,8 +62,10 @@ def _accepts(backend: str, precision: str) -> bool:
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Warm-up runs per config.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="Threads per runtime (default: its own).")
 @click.option("--profile", is_flag=True, help="Also profile every configuration per node type and layer.")
-@click.option("--gate", type=click.FloatRange(0, 1), default=0.99, show_default=True,
-              help="Parity gate: minimum argmax agreement with the uncompressed f32 model.")
+@gate_options
+@click.option("--variant", "variant_paths", multiple=True, type=click.Path(exists=True),
+              help="A compressed checkpoint of MODEL (e.g. `tuckertrt finetune`'s model.pt) to benchmark beside "
+                   "the DFs. Repeatable.")
 @click.option("--ct", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CT volume (NIfTI, at the model's spacing) for the parity patch (default: the example CT).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -77,35 +79,40 @@ def _accepts(backend: str, precision: str) -> bool:
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), required=True,
               help="Directory for bench.json, bench.md and the exported ONNX models.")
 def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisions: tuple[str, ...], rounds: int,
-          warmup: int, threads: int | None, profile: bool, gate: float, ct: str | None, calibration: str | None, optimize: str, target: str,
+          warmup: int, threads: int | None, profile: bool, min_dice: float, min_class_dice: float,
+          variant_paths: tuple[str, ...], ct: str | None, calibration: str | None, optimize: str, target: str,
           min_rank: int, policy: str, output: str) -> None:
     """Benchmark MODEL uncompressed and at each --df on every backend × precision, in one process."""
     from tuckertrt.bench import BenchOptions, df_variants, run_bench
-    from tuckertrt.bench.variants import latency_variants
+    from tuckertrt.bench.variants import checkpoint_variants, latency_variants
     from tuckertrt.bench.report import markdown, profile_markdown
     from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
     from tuckertrt.models import load_model
     from tuckertrt.parity.compare import ct_patch, default_patch
+    from tuckertrt.parity.gate import ParityGate
 
     chosen = list(backends or ("onnxruntime", "openvino"))
     options = BenchOptions(backends=chosen, precisions=precisions_per_backend(chosen, precisions), rounds=rounds,
-                           warmup=warmup, threads=threads, profile=profile, gate=gate)
+                           warmup=warmup, threads=threads, profile=profile,
+                           gate=ParityGate(min_dice, min_class_dice))
     if any(p.endswith("int8") for p in precisions):
         from tuckertrt.quantization import load_calibration
 
         options.calibration = load_calibration(calibration or default_calibration())
-    out = ensure_output_dir(output)
     loaded = load_model(model)
+    recovered = checkpoint_variants(loaded, variant_paths)
+    out = ensure_output_dir(output)
     patch, label = (ct_patch(loaded.spec, ct_path=ct), f"CT {Path(ct).name}") if ct else default_patch(loaded.spec)
     all_dfs = sorted({1.0, *dfs}, reverse=True)
-    variants = df_variants(loaded, all_dfs, min_rank, policy)
+    variants = df_variants(loaded, all_dfs, min_rank, policy) + recovered
     if optimize == "latency":
         target_backend, _, target_precision = target.partition(":")
         if target_backend not in ("openvino", "onnxruntime"):
             raise UsageError(f"--target {target}: layers can be timed on openvino or onnxruntime")
-        variants += latency_variants(loaded, all_dfs, target_backend, target_precision or "fp32", threads, min_rank,
-                                     log=click.echo)
-        for v in variants[len(all_dfs):]:
+        selected = latency_variants(loaded, all_dfs, target_backend, target_precision or "fp32", threads, min_rank,
+                                    log=click.echo)
+        variants += selected
+        for v in selected:
             write_json_atomic(out / f"selection_{v.key.replace(' ', '_')}.json", v.model.extra["selection"])
     result = run_bench(variants, options, out, patch, label, log=click.echo)
     result["model"] = loaded.describe()

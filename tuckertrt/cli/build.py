@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.cli.options import decomposition_options, download_option
+from tuckertrt.cli.options import decomposition_options, download_option, gate_options
 
 DEFAULT_MODEL = "fixture-3mm"
 
@@ -24,8 +24,7 @@ DEFAULT_MODEL = "fixture-3mm"
               help="CT (NIfTI or DICOM folder) to validate on; repeatable. Default: the bundled example CT.")
 @click.option("--reference", "references", multiple=True, type=click.Path(exists=True),
               help="Ground-truth labels for each --validate CT, in order.")
-@click.option("--min-dice", default=0.90, show_default=True, help="Gate: mean Dice vs the uncompressed model.")
-@click.option("--min-class-dice", default=0.50, show_default=True, help="Gate: every class's Dice.")
+@gate_options
 @click.option("--tile-step", default=0.8, show_default=True, type=click.FloatRange(0.1, 1.0))
 @click.option("--distill", multiple=True, type=click.Path(exists=True),
               help="Unlabelled CTs to distil the compressed model on before export (repeatable).")

@@ -53,3 +53,13 @@ def decomposed_as_asked(model, df: float | None, min_rank: int, policy: str, ran
     if df is None and ranks is None:
         return model
     return decompose(model, df=df, min_rank=min_rank, policy=policy, ranks=ranks)
+
+
+def gate_options(f):
+    """``--min-dice`` / ``--min-class-dice``: the parity gate (``tuckertrt.parity.ParityGate``)."""
+    from tuckertrt.parity.gate import DEFAULT_GATE
+
+    f = click.option("--min-class-dice", type=float, default=DEFAULT_GATE.min_class_dice, show_default=True,
+                     help="Gate: every class's Dice vs the uncompressed model.")(f)
+    return click.option("--min-dice", type=float, default=DEFAULT_GATE.min_dice, show_default=True,
+                        help="Gate: mean Dice vs the uncompressed model.")(f)

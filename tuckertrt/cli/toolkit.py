@@ -25,7 +25,11 @@ def _training_options(f: Callable) -> Callable:
         click.option("--teacher", default=None, help="The uncompressed model, when MODEL is already compressed."),
         click.option("--iterations", type=int, default=250, show_default=True),
         click.option("--batch-size", type=int, default=2, show_default=True),
-        click.option("--lr", type=float, default=1e-5, show_default=True, help="AdamW learning rate (constant)."),
+        click.option("--lr", type=float, default=1e-5, show_default=True,
+                     help="AdamW learning rate (the peak, with --schedule poly)."),
+        click.option("--schedule", type=click.Choice(["constant", "poly"]), default="constant", show_default=True,
+                     help="constant (the paper's recipe) or nnU-Net's poly decay over --iterations."),
+        click.option("--amp", is_flag=True, help="bfloat16 autocast in the forward passes (mixed precision)."),
         click.option("--weight-decay", type=float, default=3e-5, show_default=True),
         click.option("--patch", type=int, nargs=3, default=None, help="Training crop (default: the model's patch)."),
         click.option("--checkpoint-every", type=int, default=50, show_default=True),
@@ -57,7 +61,8 @@ def _recovery_options(kw: dict[str, Any]):
     device = kw["device"] if kw["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     config = TrainConfig(iterations=kw["iterations"], batch_size=kw["batch_size"], lr=kw["lr"],
                          weight_decay=kw["weight_decay"], checkpoint_every=kw["checkpoint_every"],
-                         patience=kw["patience"], seed=kw["seed"], device=device)
+                         patience=kw["patience"], seed=kw["seed"], device=device,
+                         schedule=kw["schedule"], amp=kw["amp"])
     return RecoveryOptions(config=config, patch=tuple(kw["patch"]) if kw["patch"] else None,
                            temperature=kw["temperature"], pseudo_label_weight=kw["pseudo_labels"],
                            val_fraction=kw["val_fraction"],

@@ -19,12 +19,15 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.training.sampling import Batch
 from tuckertrt.training.state import load_state, save_state
 
+SCHEDULES = ("constant", "poly")
 Validator = Callable[[torch.nn.Module], dict[str, Any]]  # must return a "score" (higher is better)
 
 
 @dataclass
 class TrainConfig:
-    """Paper recipe by default: AdamW, lr 1e-5, weight decay 3e-5, constant lr, batch 2."""
+    """Paper recipe by default: AdamW, lr 1e-5, weight decay 3e-5, constant lr, batch 2. ``schedule="poly"``
+    decays the lr as nnU-Net does, ``lr·(1 − i/iterations)^0.9``, over the run's total iterations. ``amp`` runs
+    the forward passes in bfloat16 autocast (the paper fine-tuned in mixed precision); losses stay float32."""
 
     iterations: int = 250
     batch_size: int = 2
@@ -34,6 +37,8 @@ class TrainConfig:
     patience: int | None = None  # checkpoints without improvement before stopping early
     seed: int = 0
     device: str = "cpu"
+    schedule: str = "constant"
+    amp: bool = False
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -44,6 +49,14 @@ class TrainConfig:
             raise TuckerTRTError(f"checkpoint interval must be at least 1, got {self.checkpoint_every}")
         if not self.lr > 0:
             raise TuckerTRTError(f"learning rate must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise TuckerTRTError(f"unknown lr schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
+
+    def lr_at(self, iteration: int) -> float:
+        """The learning rate of step ``iteration`` (0-based)."""
+        if self.schedule == "poly":
+            return self.lr * (1 - iteration / self.iterations) ** 0.9
+        return self.lr
 
 
 @dataclass
@@ -106,7 +119,11 @@ def train(network: torch.nn.Module, sample: Callable[[np.random.Generator], Batc
                 batch = hooks.prepare(batch)
             batch = batch.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss, stats = objective(network(batch.image), batch)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(iteration)
+            with autocast(device, config.amp):
+                logits = network(batch.image)
+            loss, stats = objective(logits.float(), batch)
             if not torch.isfinite(loss):
                 raise TuckerTRTError(f"loss became {float(loss)} at iteration {iteration + 1}; lower the lr")
             loss.backward()
@@ -129,6 +146,11 @@ def train(network: torch.nn.Module, sample: Callable[[np.random.Generator], Batc
             bar.close()
         network.eval()
     return TrainResult(iteration, stopped_early, best, history, time.perf_counter() - started, resumed_from)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast on ``device`` when ``enabled`` (no loss scaling needed, unlike float16)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def _checkpoint(network: torch.nn.Module, iteration: int, running: dict[str, float], hooks: Hooks,
@@ -157,6 +179,8 @@ def _progress_bar(total: int, start: int, enabled: bool):
 
 
 def config_fingerprint(config: TrainConfig, **identity: Any) -> dict[str, Any]:
-    """What must not change between a run and its resumption (the iteration count may grow)."""
-    fixed = {k: v for k, v in asdict(config).items() if k not in ("iterations", "device", "patience")}
+    """What must not change between a run and its resumption (the iteration count may grow, unless the lr
+    schedule depends on it)."""
+    variable = ("iterations", "device", "patience") if config.schedule == "constant" else ("device", "patience")
+    fixed = {k: v for k, v in asdict(config).items() if k not in variable}
     return json.loads(json.dumps({**fixed, **identity}, default=str))  # plain lists/dicts, as saved

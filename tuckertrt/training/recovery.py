@@ -118,7 +118,7 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
         references = [network_logits(original.network, v, spec, options.tile_step, device).argmax(0)
                       for v in val_volumes]
         if not cached:
-            prepare = _online_teacher(original.network, device)
+            prepare = _online_teacher(original.network, device, options.config.amp)
     else:
         references = [v.labels for v in val_volumes]
     validate = Validation(val_volumes, references, spec, options.tile_step, device,
@@ -175,10 +175,11 @@ def _identity(student: LoadedModel) -> dict[str, Any]:
 def _attach_teacher(teacher: LoadedModel, volumes: Sequence[Volume], options: RecoveryOptions,
                     device: str) -> bool:
     """Teacher segmentation of each training volume (sampling foreground where there is no ground truth) and,
-    if they fit in ``cache_limit_bytes`` as float16, its logits as the soft targets; returns whether cached."""
+    on the CPU, if they fit in ``cache_limit_bytes`` as float16, its logits as the soft targets; returns whether
+    cached. On a GPU the teacher's forward pass costs less than cropping and copying cached logits."""
     spec = teacher.spec
     size = sum(spec.num_classes * int(np.prod(v.shape)) * 2 for v in volumes)
-    cache = size <= options.cache_limit_bytes
+    cache = torch.device(device).type == "cpu" and size <= options.cache_limit_bytes
     for v in volumes:
         logits = network_logits(teacher.network, v, spec, options.tile_step, device)
         if not v.truth:
@@ -187,12 +188,15 @@ def _attach_teacher(teacher: LoadedModel, volumes: Sequence[Volume], options: Re
     return cache
 
 
-def _online_teacher(teacher: torch.nn.Module, device: str) -> Callable[[Batch], Batch]:
+def _online_teacher(teacher: torch.nn.Module, device: str, amp: bool) -> Callable[[Batch], Batch]:
+    """Soft targets computed per batch, left on ``device`` for the loss."""
+    from tuckertrt.training.loop import autocast
+
     teacher = teacher.to(device).eval()
 
     def prepare(batch: Batch) -> Batch:
-        with torch.no_grad():
-            batch.soft = teacher(batch.image.to(device)).float().cpu()
+        with torch.no_grad(), autocast(torch.device(device), amp):
+            batch.soft = teacher(batch.image.to(device)).float()
         return batch
 
     return prepare
