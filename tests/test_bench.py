@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import small_loaded_model
 from tuckertrt.bench import BenchOptions, df_variants, run_bench
-from tuckertrt.bench.parity import agreement, class_dice, mean_dice
+from tuckertrt.bench.parity import agreement, class_dice, dice_summary
 from tuckertrt.bench.profiles import layer_of, ort_profile, summarise
 from tuckertrt.bench.report import markdown, profile_markdown
 from tuckertrt.bench.timing import PeakRss, interleaved
@@ -57,7 +57,7 @@ def test_layer_of_and_summarise():
 def test_agreement_and_dice():
     ref = np.array([0, 1, 1, 2])
     assert agreement(ref, ref) == 1.0 and agreement(ref, np.array([0, 1, 2, 2])) == 0.75
-    assert mean_dice(ref, ref) == 1.0 and mean_dice(np.zeros(4), np.zeros(4)) is None
+    assert dice_summary(ref, ref) == (1.0, 1.0) and dice_summary(np.zeros(4), np.zeros(4)) == (None, None)
     assert class_dice(ref, np.array([0, 1, 2, 2])) == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3)}
 
 

@@ -142,6 +142,9 @@ def test_single_volume_holdout_is_a_disjoint_z_range():
     assert np.array_equal(np.concatenate([train[0].image, val[0].image], axis=1), volume.image)
     many = [Volume(f"v{i}", volume.image) for i in range(4)]
     assert [v.name for v in split_holdout(many, 0.25, 0)[1]] == ["v3"]
+    assert split_holdout([volume], 0, 0) == ([volume], [volume])  # nothing held out: in-sample validation
+    with pytest.raises(TuckerTRTError, match=r"in \[0, 1\)"):
+        split_holdout([volume], 1.0, 0)
 
 
 def test_objective_combines_distillation_and_labels():

@@ -30,7 +30,7 @@ def class_dice(reference: np.ndarray, labels: np.ndarray) -> dict[int, float]:
     return {int(c): dice(reference == c, labels == c) for c in np.unique(reference) if c != 0}
 
 
-def mean_dice(reference: np.ndarray, labels: np.ndarray) -> float | None:
-    """Mean Dice over the foreground classes present in ``reference``; None if none are."""
-    scores = class_dice(reference, labels)
-    return float(np.mean(list(scores.values()))) if scores else None
+def dice_summary(reference: np.ndarray, labels: np.ndarray) -> tuple[float | None, float | None]:
+    """(mean, worst) Dice over the foreground classes present in ``reference``; (None, None) if none are."""
+    scores = list(class_dice(reference, labels).values())
+    return (float(np.mean(scores)), min(scores)) if scores else (None, None)

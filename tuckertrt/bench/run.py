@@ -19,7 +19,7 @@ from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ort_runner import resolve_onnx
 from tuckertrt.backends.registry import backend_class, open_backend
 from tuckertrt.backends.torch_runner import TorchBackend
-from tuckertrt.bench.parity import agreement, argmax_labels, class_dice, output_labels
+from tuckertrt.bench.parity import agreement, argmax_labels, dice_summary, output_labels
 from tuckertrt.bench.profiles import ort_profile, summarise
 from tuckertrt.bench.timing import PeakRss, interleaved
 from tuckertrt.bench.variants import Variant, export_variant
@@ -119,8 +119,7 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
                 continue
             loaded[key] = runner
             agree = agreement(reference, labels)
-            scores = class_dice(reference, labels)
-            mean, worst = (float(np.mean(list(scores.values()))), min(scores.values())) if scores else (None, None)
+            mean, worst = dice_summary(reference, labels)
             rows[key] = {"variant": v.key, "df": v.df, "compressed": v.compressed, "backend": backend,
                          "precision": precision if precision.startswith("int8") or "+" in precision
                          else runner.precision,

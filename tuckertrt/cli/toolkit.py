@@ -36,7 +36,8 @@ def _training_options(f: Callable) -> Callable:
         click.option("--patience", type=int, default=None, help="Stop after this many checkpoints without "
                                                                 "improvement on the held-out part."),
         click.option("--val-fraction", type=float, default=0.25, show_default=True,
-                     help="Held out for validation: this share of the cases, or of one CT's slices."),
+                     help="Held out for validation: this share of the cases, or of one CT's slices; 0 "
+                          "validates on the training data itself (in-sample)."),
         click.option("--temperature", type=float, default=2.0, show_default=True),
         click.option("--pseudo-labels", type=float, default=0.0, show_default=True,
                      help="Weight of Dice + CE on the teacher's segmentation of unlabelled CTs (with --distill)."),

@@ -197,9 +197,12 @@ def z_axis(spec: ModelSpec) -> int:
 
 def split_holdout(volumes: Sequence[Volume], fraction: float, axis: int) -> tuple[list[Volume], list[Volume]]:
     """(training, validation): whole volumes held out when there are several, else disjoint ranges of
-    ``axis`` (the last ``fraction`` of the slices) of the single volume."""
-    if not 0 < fraction < 1:
-        raise TuckerTRTError(f"validation fraction must be in (0, 1), got {fraction}")
+    ``axis`` (the last ``fraction`` of the slices) of the single volume; ``fraction`` 0 holds nothing out and
+    validates on the training volumes themselves (in-sample)."""
+    if not 0 <= fraction < 1:
+        raise TuckerTRTError(f"validation fraction must be in [0, 1), got {fraction}")
+    if fraction == 0:
+        return list(volumes), list(volumes)
     if len(volumes) > 1:
         n_val = min(len(volumes) - 1, max(1, math.ceil(fraction * len(volumes))))
         return list(volumes[:-n_val]), list(volumes[-n_val:])
