@@ -6,13 +6,15 @@ ONNX Runtime f32 / OpenVINO bf16 running the exported graph unchanged ("+exporte
 --int8), measured side by side in
 ONE process, interleaved rounds; ratios, not absolute times (the machine is shared).
 
-Timing uses TS-3mm with random weights (only the architecture matters); each row's agreement is the argmax
-agreement / Dice of that configuration with the uncompressed f32 model on a real-CT patch — of the trained
+Timing uses TS-3mm with random weights (only the architecture matters); each row's quality is the Dice (mean,
+worst class) and argmax agreement of that configuration with the uncompressed f32 model on a real-CT patch, and
+its Dice against TotalSegmentator's own labels of that patch — of the trained
 fixture model ``fixture-3mm`` (zero-shot; the same DF rule, and the same latency-aware procedure run on its own
-layers) when it exists, else of the timed model.
+layers) when the timed model has random weights and the fixture exists, else of the timed model itself
+(``--model TRAINED --variant CKPT``: a trained network and its recovered checkpoints).
 
     python benchmarks/cpu_speedup.py -o bench-out [--df 0.5 0.3 0.1] [--rounds 3] [--threads 2] [--int8]
-        [--latency-df 0.3] [--quick]
+        [--latency-df 0.3] [--quick] [--model TRAINED --variant CKPT ...]
 
 ``--quick``: DF 0.3 only, OpenVINO bf16 only, deployed and exported (a few minutes). Writes OUT/bench.json and OUT/bench.md.
 """
@@ -25,13 +27,14 @@ from pathlib import Path
 from tuckertrt.bench import BenchOptions, df_variants, run_bench
 from tuckertrt.bench.report import markdown, profile_markdown
 from tuckertrt.bench.run import headline, speedups
-from tuckertrt.bench.variants import Variant, latency_variants
+from tuckertrt.bench.variants import Variant, checkpoint_variants, latency_variants
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.select import selected_model
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
 from tuckertrt.models import load_model
-from tuckertrt.parity.compare import default_patch
+from tuckertrt.data import example_reference
+from tuckertrt.parity.compare import default_patch, reference_patch
 from tuckertrt.parity.gate import DEFAULT_GATE, ParityGate
 
 
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selection", nargs="*", type=Path, default=[],
                         help="reuse saved latency selections (selection_*.json of an earlier run) instead of "
                              "timing layers again; replaces --latency-df")
+    parser.add_argument("--variant", nargs="*", type=Path, default=[],
+                        help="recovered checkpoints of --model (tuckertrt finetune outputs) as extra rows")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-dice", type=float, default=DEFAULT_GATE.min_dice, help="parity gate, as build's")
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     out = ensure_output_dir(args.output)
     model = load_model(args.model)
     dfs = [0.3] if args.quick else args.df
-    variants = df_variants(model, [1.0, *dfs])
+    variants = df_variants(model, [1.0, *dfs]) + checkpoint_variants(model, args.variant)
     if args.selection:
         variants += [saved_selection(model, path) for path in args.selection]
     else:
@@ -106,18 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         for backend in precisions:
             precisions[backend].append("int8")
     patch, label = default_patch(model.spec)
-    result = run_bench(variants, options, out, patch, label, log=log)
-    twins = fixture_twins(variants, args.threads, log)
+    result = run_bench(variants, options, out, patch, label, log=log,
+                       reference_labels=reference_patch(model.spec, example_reference()))
+    twins = None if model.trained else fixture_twins(variants, args.threads, log)
     if twins is not None:
         parity = run_bench(twins, BenchOptions(options.backends, precisions, rounds=1, warmup=0, threads=args.threads,
                                                gate=options.gate, calibration=options.calibration),
-                           out / "fixture", *default_patch(twins[0].model.spec), log=log)
+                           out / "fixture", *default_patch(twins[0].model.spec), log=log,
+                           reference_labels=reference_patch(twins[0].model.spec, example_reference()))
         by_key = {(r["variant"], r["backend"], r["requested_precision"]): r for r in parity["configs"]}
         for row in result["configs"]:
             twin = by_key.get((row["variant"], row["backend"], row["requested_precision"]))
             if twin:
                 row.update(agreement=twin["agreement"], dice=twin["dice"], worst_class_dice=twin["worst_class_dice"],
-                           passes_gate=twin["passes_gate"],
+                           dice_labels=twin["dice_labels"], passes_gate=twin["passes_gate"],
                            agreement_model="fixture-3mm")
         result["parity_input"] = f"{parity['parity_input']} (fixture-3mm, zero-shot)"
         result["speedups"], result["headline"] = speedups(result["configs"]), headline(result["configs"])

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import small_loaded_model
 from tuckertrt.bench import BenchOptions, df_variants, run_bench
-from tuckertrt.bench.parity import agreement, class_dice, dice_summary
+from tuckertrt.bench.parity import agreement, argmax_labels, class_dice, dice_summary
 from tuckertrt.bench.profiles import layer_of, ort_profile, summarise
 from tuckertrt.bench.report import markdown, profile_markdown
 from tuckertrt.bench.timing import PeakRss, interleaved
@@ -59,6 +59,20 @@ def test_agreement_and_dice():
     assert agreement(ref, ref) == 1.0 and agreement(ref, np.array([0, 1, 2, 2])) == 0.75
     assert dice_summary(ref, ref) == (1.0, 1.0) and dice_summary(np.zeros(4), np.zeros(4)) == (None, None)
     assert class_dice(ref, np.array([0, 1, 2, 2])) == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3)}
+
+
+def test_reference_labels_follow_the_patch_and_the_models_label_ids():
+    from tuckertrt.backends.torch_runner import TorchBackend
+    from tuckertrt.data import example_reference
+    from tuckertrt.models import load_model
+    from tuckertrt.parity.compare import reference_patch
+
+    model = load_model("fixture-3mm")  # 62 outputs numbered 1..61, named as TS's classes
+    truth = reference_patch(model.spec, example_reference())
+    patch, _ = default_patch(model.spec)
+    labels = argmax_labels(TorchBackend(model.network, patch.shape, "fp32", "cpu").run(patch))
+    assert truth.shape == tuple(model.spec.patch_size) and int(truth.max()) <= 61
+    assert dice_summary(truth[None], labels)[0] > 0.9  # the fixture was trained on these labels
 
 
 def test_parity_gate_is_the_builds():
@@ -149,7 +163,8 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
           "openvino:fp32", "-o", str(out)])
     result = json.loads((out / "bench.json").read_text())
     assert [r["variant"] for r in result["configs"]] == ["DF 1", "DF 0.5", "DF 0.5 distilled", "DF 0.5 latency"]
-    assert result["gate"] == {"min_dice": 0.9, "min_class_dice": 0.5}
+    assert result["gate"] == {"min_dice": 0.9, "min_class_dice": 0.5} and result["reference_labels"]
+    assert all(r["dice_labels"] is None for r in result["configs"])  # its classes are not TS classes
     plain, same = (next(r for r in result["configs"] if r["variant"] == k) for k in ("DF 0.5", "DF 0.5 distilled"))
     assert same["dice"] == plain["dice"] and same["worst_class_dice"] <= same["dice"]
     assert "| DF 0.5 |" in (out / "bench.md").read_text() and "| DF 0.5 latency |" in capsys.readouterr().out
@@ -165,6 +180,7 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
     (["ts-3mm", "--backend", "onnxruntime", "--precision", "bf16"], "no benchmarked backend runs bf16"),
     (["{small}", "--variant", "{small}"], "not a decomposed model"),
     (["{small}", "--variant", "{other}"], "not a compressed small"),
+    (["{small}", "--reference", "{small}"], "--reference labels a --ct"),
 ])
 def test_bench_command_bad_input_is_one_line(tmp_path, capsys, args, message):
     small = save_decomposed(small_loaded_model(), tmp_path / "small.pt")

@@ -12,8 +12,9 @@ def markdown(result: dict[str, Any]) -> str:
     variants = [v["key"] for v in result["variants"]]
     lines = [f"Per-patch speedup vs the uncompressed model on the same backend and precision (median of "
              f"{result['rounds']} interleaved rounds; input {tuple(result['patch_shape'])}). In brackets: mean "
-             f"Dice vs the uncompressed f32 model on {result['parity_input']}; ✗ fails the parity gate "
-             f"({ParityGate(**result['gate']).describe()}).", "",
+             f"Dice vs the uncompressed f32 model on {result['parity_input']} and its worst class"
+             f"{', mean Dice vs the reference labels' if result.get('reference_labels') else ''}; ✗ fails the "
+             f"parity gate ({ParityGate(**result['gate']).describe()}).", "",
              "| variant | GMACs | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     gmacs = {v["key"]: v["gmacs"] for v in result["variants"]}
     for key in variants:
@@ -69,7 +70,8 @@ def _cell(row: dict[str, Any] | None) -> str:
         return "—"
     if "speedup" not in row:
         return "—"
-    return f"{row['speedup']:.2f}× ({_dice(row)}{'' if row['passes_gate'] else ' ✗'})"
+    labels = "" if row.get("dice_labels") is None else f"; labels {row['dice_labels']:.3f}"
+    return f"{row['speedup']:.2f}× ({_dice(row)}{labels}{'' if row['passes_gate'] else ' ✗'})"
 
 
 def _dice(row: dict[str, Any]) -> str:

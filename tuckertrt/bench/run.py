@@ -51,8 +51,10 @@ class BenchOptions:
 
 
 def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, patch: np.ndarray,
-              patch_label: str, log=print) -> dict[str, Any]:
-    """Time and check every (variant, backend, precision); return the JSON-able result."""
+              patch_label: str, log=print, reference_labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Time and check every (variant, backend, precision); return the JSON-able result. ``reference_labels``
+    (the patch's ground truth in the model's label ids, e.g. ``reference_patch``) adds each row's mean Dice
+    against them (``dice_labels``)."""
     reference_model = next((v.model for v in variants if not v.compressed), None)
     if reference_model is None:
         raise TuckerTRTError("the benchmark needs the uncompressed model (DF 1) as its reference")
@@ -69,9 +71,10 @@ def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, pat
         if not backend_class(backend).available():
             skipped[backend] = "runtime not installed"
             continue
-        configs += _bench_backend(backend, variants, options, patch, reference, log)
+        configs += _bench_backend(backend, variants, options, patch, reference, log, reference_labels)
     result = {
         "patch_shape": list(patch.shape), "parity_input": patch_label, "gate": options.gate.to_json(),
+        "reference_labels": reference_labels is not None,
         "rounds": options.rounds, "warmup": options.warmup, "threads": options.threads,
         "variants": [v.facts() for v in variants], "configs": configs, "skipped": skipped,
     }
@@ -101,7 +104,7 @@ def measure_headline_memory(head: dict[str, Any], variants: list[Variant], optio
 
 
 def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions, patch: np.ndarray,
-                   reference: np.ndarray, log) -> list[dict[str, Any]]:
+                   reference: np.ndarray, log, truth: np.ndarray | None) -> list[dict[str, Any]]:
     loaded: dict[tuple[str, str], Backend] = {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     extra = options.backend_options.get(backend, {})
@@ -126,6 +129,8 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
                          "requested_precision": precision,
                          "agreement": round(agree, 6), "dice": _round(mean), "worst_class_dice": _round(worst),
                          "passes_gate": options.gate.passes(mean, worst),
+                         "dice_labels": None if truth is None else
+                         _round(dice_summary(np.broadcast_to(truth, labels.shape), labels)[0]),
                          "peak_rss_mb": round(rss.peak / MB), "load_and_first_run_rss_mb":
                              round((rss.peak - rss.start) / MB), "describe": runner.describe()}
             log(f"  {backend} {precision} {v.key}: Dice {_fmt(mean)} (worst class {_fmt(worst)}), agreement "

@@ -68,6 +68,9 @@ def _accepts(backend: str, precision: str) -> bool:
                    "the DFs. Repeatable.")
 @click.option("--ct", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CT volume (NIfTI, at the model's spacing) for the parity patch (default: the example CT).")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Reference labels of --ct (NIfTI, TotalSegmentator ids) for each row's Dice against them "
+                   "(default with the example CT: TotalSegmentator's own labels of it).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Calibration case list (JSON) for int8; default: calibration/ts_example.json.")
 @click.option("--optimize", type=click.Choice(["none", "latency"]), default="none", show_default=True,
@@ -80,7 +83,8 @@ def _accepts(backend: str, precision: str) -> bool:
               help="Directory for bench.json, bench.md and the exported ONNX models.")
 def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisions: tuple[str, ...], rounds: int,
           warmup: int, threads: int | None, profile: bool, min_dice: float, min_class_dice: float,
-          variant_paths: tuple[str, ...], ct: str | None, calibration: str | None, optimize: str, target: str,
+          variant_paths: tuple[str, ...], ct: str | None, reference: str | None, calibration: str | None,
+          optimize: str, target: str,
           min_rank: int, policy: str, output: str) -> None:
     """Benchmark MODEL uncompressed and at each --df on every backend × precision, in one process."""
     from tuckertrt.bench import BenchOptions, df_variants, run_bench
@@ -88,7 +92,8 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
     from tuckertrt.bench.report import markdown, profile_markdown
     from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
     from tuckertrt.models import load_model
-    from tuckertrt.parity.compare import ct_patch, default_patch
+    from tuckertrt.data import example_reference
+    from tuckertrt.parity.compare import ct_patch, default_patch, reference_patch
     from tuckertrt.parity.gate import ParityGate
 
     chosen = list(backends or ("onnxruntime", "openvino"))
@@ -99,10 +104,14 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
         from tuckertrt.quantization import load_calibration
 
         options.calibration = load_calibration(calibration or default_calibration())
+    if reference and not ct:
+        raise UsageError("--reference labels a --ct; give both")
     loaded = load_model(model)
     recovered = checkpoint_variants(loaded, variant_paths)
-    out = ensure_output_dir(output)
     patch, label = (ct_patch(loaded.spec, ct_path=ct), f"CT {Path(ct).name}") if ct else default_patch(loaded.spec)
+    truth = reference or (None if ct else example_reference())
+    truth_patch = None if truth is None else reference_patch(loaded.spec, truth)
+    out = ensure_output_dir(output)
     all_dfs = sorted({1.0, *dfs}, reverse=True)
     variants = df_variants(loaded, all_dfs, min_rank, policy) + recovered
     if optimize == "latency":
@@ -114,7 +123,7 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
         variants += selected
         for v in selected:
             write_json_atomic(out / f"selection_{v.key.replace(' ', '_')}.json", v.model.extra["selection"])
-    result = run_bench(variants, options, out, patch, label, log=click.echo)
+    result = run_bench(variants, options, out, patch, label, log=click.echo, reference_labels=truth_patch)
     result["model"] = loaded.describe()
     write_json_atomic(out / "bench.json", result)
     text = markdown(result) + ("\n" + profile_markdown(result) if profile else "")

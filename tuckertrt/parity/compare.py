@@ -277,6 +277,20 @@ def ct_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None, ct_path: str
     return np.broadcast_to(normalised, (batch, spec.input_channels, *normalised.shape)).copy()
 
 
+def reference_patch(spec: ModelSpec, labels_path: str | Path, patch: tuple[int, ...] | None = None) -> np.ndarray:
+    """Reference labels (TotalSegmentator ids, e.g. TS's own segmentation of the CT) on the same patch as
+    :func:`ct_patch` takes from that CT, in the model's label ids (matched by class name), shape ``patch``."""
+    from tuckertrt.inference.io import read_nifti
+    from tuckertrt.inference.preprocess import to_network_grid
+    from tuckertrt.models.presets import ts_total_classes
+    from tuckertrt.parity.metrics import relabel_by_name
+
+    seg = read_nifti(Path(labels_path))
+    grid, _ = to_network_grid(seg.array.astype(np.int16), seg.affine, spec, order=0)
+    ids = relabel_by_name(grid.astype(np.int64), ts_total_classes(), spec.labels)
+    return fit_to_patch(ids, tuple(patch or spec.patch_size)).astype(np.int16)
+
+
 def default_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None) -> tuple[np.ndarray, str]:
     """The bundled example CT as a normalised patch, with a label saying so."""
     return ct_patch(spec, patch), f"CT {example_ct().name}"
