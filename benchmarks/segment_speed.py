@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from tuckertrt.backends.registry import backend_class, open_backend
-from tuckertrt.bench.parity import dice_summary
+from tuckertrt.bench.parity import dice_summary, format_score
 from tuckertrt.bench.run import GRAPH_FORMS
 from tuckertrt.bench.variants import checkpoint_variants
 from tuckertrt.bench.timing import interleaved
@@ -74,8 +74,8 @@ def main() -> int:
     for key, timing in timings.items():
         mean, worst = dice_summary(reference, labels[key])
         ok = DEFAULT_GATE.passes(mean, worst)
-        print(f"  {' '.join(key[:3])} {key[3]}: {timing.median:.2f} s, Dice {mean} (worst class {worst})"
-              f"{'' if ok else ' FAILS the gate'}")
+        print(f"  {' '.join(key[:3])} {key[3]}: {timing.median:.2f} s, Dice {format_score(mean)} (worst class "
+              f"{format_score(worst)}){'' if ok else ' FAILS the gate'}")
         if ok:
             passing["uncompressed" if key[3] == "uncompressed" else "compressed"].append(timing.median)
     for backend, precision, form in RUNTIMES:

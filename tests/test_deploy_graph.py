@@ -157,11 +157,12 @@ def test_head_modes(exports, tmp_path):
     assert auto.head is None and auto.describe()["head"] == "graph"
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_sliding_window_over_features_matches_logits(exports, backend):
+@pytest.mark.parametrize("backend,shape", [("onnxruntime", (45, 40, 37)), ("openvino", (45, 40, 37)),
+                                           ("onnxruntime", (30, 32, 25))])  # the last: one tile, no accumulation
+def test_sliding_window_over_features_matches_logits(exports, backend, shape):
     if backend == "openvino" and not OpenVinoBackend.available():
         pytest.skip("openvino is not installed")
-    volume = random_patch((1, 45, 40, 37), seed=5)
+    volume = random_patch((1, *shape), seed=5)
     logits = open_backend(backend, exports["compressed"], "fp32", rewrite=False)
     features = open_backend(backend, exports["compressed"], "fp32", head="auto")
     assert logits.head is None and features.head is not None

@@ -34,3 +34,8 @@ def dice_summary(reference: np.ndarray, labels: np.ndarray) -> tuple[float | Non
     """(mean, worst) Dice over the foreground classes present in ``reference``; (None, None) if none are."""
     scores = list(class_dice(reference, labels).values())
     return (float(np.mean(scores)), min(scores)) if scores else (None, None)
+
+
+def format_score(value: float | None) -> str:
+    """A Dice or agreement for a log line; "—" when there is none."""
+    return "—" if value is None else f"{value:.4f}"

@@ -19,7 +19,7 @@ from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ort_runner import resolve_onnx
 from tuckertrt.backends.registry import backend_class, open_backend
 from tuckertrt.backends.torch_runner import TorchBackend
-from tuckertrt.bench.parity import agreement, argmax_labels, dice_summary, output_labels
+from tuckertrt.bench.parity import agreement, argmax_labels, dice_summary, format_score, output_labels
 from tuckertrt.bench.profiles import ort_profile, summarise
 from tuckertrt.bench.timing import PeakRss, interleaved
 from tuckertrt.bench.variants import Variant, export_variant
@@ -133,8 +133,8 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
                          _round(dice_summary(np.broadcast_to(truth, labels.shape), labels)[0]),
                          "peak_rss_mb": round(rss.peak / MB), "load_and_first_run_rss_mb":
                              round((rss.peak - rss.start) / MB), "describe": runner.describe()}
-            log(f"  {backend} {precision} {v.key}: Dice {_fmt(mean)} (worst class {_fmt(worst)}), agreement "
-                f"{agree:.4f}")
+            log(f"  {backend} {precision} {v.key}: Dice {format_score(mean)} (worst class "
+                f"{format_score(worst)}), agreement {agree:.4f}")
     if not loaded:
         return []
     log(f"timing {len(loaded)} {backend} configurations, {options.rounds} interleaved rounds")
@@ -236,6 +236,3 @@ def headline(configs: list[dict[str, Any]]) -> dict[str, Any]:
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}"

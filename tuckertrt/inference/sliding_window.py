@@ -115,16 +115,22 @@ def sliding_window_features_argmax(data: np.ndarray, predict: Predictor, patch: 
     patch, padded, crop, windows = _tiling(data, patch, tile_step, progress, desc)
     shape = padded.shape[1:]
     channels = head.num_features
+
+    def features(window: tuple[slice, ...]) -> torch.Tensor:
+        out = as_tensor(np.asarray(predict(padded[(slice(None), *window)][None])))
+        if tuple(out.shape) != (1, *patch, channels):
+            raise TuckerTRTError(f"predictor returned shape {tuple(out.shape)}, expected {(1, *patch, channels)}")
+        return out[0]
+
+    if shape == patch:  # one tile: its Gaussian weight (> 0) scales every class's logit alike, argmax unchanged
+        return head.labels(features(next(windows))[crop[1:]])
     dtype = torch.float32 if channels * int(np.prod(shape)) * 4 <= max_accumulator_bytes else torch.float16
     accumulated = torch.zeros((*shape, channels), dtype=dtype)
     weights = torch.zeros(shape, dtype=torch.float32)
     gauss = torch.from_numpy(_floored(gaussian_importance_map(patch), np.float16 if dtype == torch.float16
                                       else np.float32))
     for window in windows:
-        out = as_tensor(np.asarray(predict(padded[(slice(None), *window)][None])))
-        if tuple(out.shape) != (1, *patch, channels):
-            raise TuckerTRTError(f"predictor returned shape {tuple(out.shape)}, expected {(1, *patch, channels)}")
-        accumulated[window].addcmul_(out[0], gauss[..., None])
+        accumulated[window].addcmul_(features(window), gauss[..., None])
         weights[window] += gauss
     return head.labels(accumulated[crop[1:]], weights[crop[1:]])
 
