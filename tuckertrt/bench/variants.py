@@ -57,9 +57,10 @@ def checkpoint_variants(model: LoadedModel, paths: Sequence[str | Path]) -> list
         df = float(loaded.decomposition.get("df") or 0)
         mode = (loaded.extra.get("recovery") or {}).get("mode", "")
         stage = "distilled" if "distill" in mode else "fine-tuned" if mode else Path(path).stem
-        key = f"DF {df:g} {stage}"
-        taken = {v.key for v in out}
-        key = next(k for k in (key, *(f"{key} ({i})" for i in range(2, len(out) + 2))) if k not in taken)
+        key, n = f"DF {df:g} {stage}", 1
+        while key in {v.key for v in out}:  # two checkpoints of one DF and stage
+            n += 1
+            key = f"DF {df:g} {stage} ({n})"
         out.append(Variant(key, df, loaded))
     return out
 
