@@ -2,7 +2,7 @@
 # Speed at equal quality needs trained weights of the real size; TotalSegmentator's cannot be downloaded here.
 # On one CUDA GPU, in one command:
 #
-#   scripts/gpu_recovery.sh OUT      (about 8 minutes on an H100; env: TEACHER_SECONDS, ITERATIONS, DFS, DEVICE)
+#   scripts/gpu_recovery.sh OUT      (about 10 minutes on an H100, not timed in this form; env: TEACHER_SECONDS, ITERATIONS, DFS, DEVICE)
 #
 # 1. trains the TS-3mm network (5 stages, 32–320 features, 118 outputs with TS ids) on the example CT with
 #    TotalSegmentator's labels (scripts/train_fixture.py --ts3mm, bf16 autocast, stopped after TEACHER_SECONDS);
