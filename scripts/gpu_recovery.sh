@@ -2,7 +2,8 @@
 # Speed at equal quality needs trained weights of the real size; TotalSegmentator's cannot be downloaded here.
 # On one CUDA GPU, in one command:
 #
-#   scripts/gpu_recovery.sh OUT      (about 10 minutes on an H100, not timed in this form; env: TEACHER_SECONDS, ITERATIONS, DFS, DEVICE)
+#   scripts/gpu_recovery.sh OUT      (about 10 minutes on an H100, not timed in this form)
+#   env: TEACHER_SECONDS (170), ITERATIONS (800), DFS ("0.3 0.2"), DEVICE (cuda), WORK (/tmp/tuckertrt-gpu)
 #
 # 1. trains the TS-3mm network (5 stages, 32–320 features, 118 outputs with TS ids) on the example CT with
 #    TotalSegmentator's labels (scripts/train_fixture.py --ts3mm, bf16 autocast, stopped after TEACHER_SECONDS);
