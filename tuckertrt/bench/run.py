@@ -235,4 +235,3 @@ def headline(configs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
-

@@ -42,14 +42,16 @@ def build(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
     """
     from tuckertrt.decomposition.ranks import rank_spec
     from tuckertrt.models import load_model
+    from tuckertrt.parity.gate import ParityGate
     from tuckertrt.pipeline import BuildOptions, run_build
 
+    gate = ParityGate(min_dice, min_class_dice)  # checks the range before anything loads
     loaded = load_model(model, download=download)
     options = BuildOptions(
         df=df if df is not None or ranks_file else 0.3, min_rank=min_rank, policy=policy,
         ranks=rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None, fp16=fp16, backend=backend,
         precision=precision, validate=[Path(p) for p in validate], references=[Path(p) for p in references],
-        min_dice=min_dice, min_class_dice=min_class_dice, tile_step=tile_step, distill=[Path(p) for p in distill],
+        gate=gate, tile_step=tile_step, distill=[Path(p) for p in distill],
         distill_iterations=distill_iterations, engines=not no_engines, rtx=rtx, progress=sys.stderr.isatty())
     options.check()
     outcome = run_build(loaded, output, options, log=lambda m: click.echo(m, err=True))

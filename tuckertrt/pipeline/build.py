@@ -28,7 +28,7 @@ from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.parity.compare import default_patch
 from tuckertrt.pipeline.backend_choice import choose_backend
 from tuckertrt.data import example_ct, example_reference
-from tuckertrt.parity.gate import DEFAULT_GATE, ParityGate
+from tuckertrt.parity.gate import ParityGate
 from tuckertrt.pipeline.report import write_report
 from tuckertrt.pipeline.validation import validate_case
 
@@ -46,8 +46,7 @@ class BuildOptions:
     precision: str | None = None  # default: fp32, or what "auto" picks
     validate: list[Path] = field(default_factory=list)  # default: the bundled example CT (with its reference)
     references: list[Path | None] = field(default_factory=list)
-    min_dice: float = DEFAULT_GATE.min_dice
-    min_class_dice: float = DEFAULT_GATE.min_class_dice
+    gate: ParityGate = field(default_factory=ParityGate)
     tile_step: float = 0.8
     distill: list[Path] = field(default_factory=list)
     distill_iterations: int = 200
@@ -62,7 +61,6 @@ class BuildOptions:
             raise UsageError("give --df or --ranks")
         if self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
-        ParityGate(self.min_dice, self.min_class_dice)  # checks the range
         if self.references and len(self.references) != len(self.validate):
             raise UsageError("give one --reference per --validate CT")
         if self.distill_iterations < 1:
@@ -212,9 +210,9 @@ def _gates(cases, options: BuildOptions) -> dict[str, Any]:
     worst = min(((cls["dice"], cls["name"], c.case) for c in cases for cls in c.parity["compressed"]["classes"]),
                 default=(1.0, None, None))
     mean = float(np.mean(dice)) if dice else 1.0
-    passed = ParityGate(options.min_dice, options.min_class_dice).passes(mean, worst[0])
-    return {"min_dice": options.min_dice, "min_class_dice": options.min_class_dice, "mean_dice": mean,
-            "worst_class": {"dice": worst[0], "name": worst[1], "case": worst[2]}, "passed": passed}
+    return {**options.gate.to_json(), "mean_dice": mean,
+            "worst_class": {"dice": worst[0], "name": worst[1], "case": worst[2]},
+            "passed": options.gate.passes(mean, worst[0])}
 
 
 def _report(model, compressed, options, exports, engines, choice, backend, precision, patch_latency, cases,
