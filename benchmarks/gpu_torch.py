@@ -3,7 +3,8 @@
 
 One process, interleaved rounds, CUDA events; random weights (only the architecture matters for timing, as in the
 paper's Appendix E). Modes: FP32 (cuDNN; PyTorch's default allows TF32 in convolutions), FP16 autocast (what
-TotalSegmentator runs), FP16 autocast + channels-last, FP16 autocast replayed as a CUDA graph.
+TotalSegmentator runs), BF16 autocast, FP16 autocast + channels-last, FP16 autocast replayed as a CUDA graph, FP16
+autocast through ``torch.compile`` (Inductor fuses InstanceNorm + LeakyReLU into generated kernels).
 
     python benchmarks/gpu_torch.py [--model ts-3mm] [--df 1 0.5 0.3 0.1] [--rounds 3] [--iters 10] [--json OUT]
 """
@@ -19,7 +20,7 @@ import torch
 from tuckertrt.decomposition import decompose
 from tuckertrt.models import load_model
 
-MODES = ("fp32", "fp16", "fp16-channels-last", "fp16-cuda-graph")
+MODES = ("fp32", "fp16", "bf16", "fp16-channels-last", "fp16-cuda-graph", "fp16-compile")
 
 
 def make_runner(network: torch.nn.Module, x: torch.Tensor, mode: str):
@@ -27,7 +28,9 @@ def make_runner(network: torch.nn.Module, x: torch.Tensor, mode: str):
     if "channels-last" in mode:
         net = net.to(memory_format=torch.channels_last_3d)
         x = x.to(memory_format=torch.channels_last_3d)
-    dtype = torch.float16 if mode.startswith("fp16") else None
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode.split("-")[0])
+    if mode.endswith("compile"):
+        net = torch.compile(net)
 
     def forward() -> torch.Tensor:
         with torch.inference_mode(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):

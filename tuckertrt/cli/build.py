@@ -29,27 +29,45 @@ DEFAULT_MODEL = "fixture-3mm"
 @click.option("--distill", multiple=True, type=click.Path(exists=True),
               help="Unlabelled CTs to distil the compressed model on before export (repeatable).")
 @click.option("--distill-iterations", default=200, show_default=True)
+@click.option("--macs", type=float, default=None, help="With --ranks auto: the fraction of the original's "
+                                                       "multiply-accumulates to spend.")
+@click.option("--speedup", type=float, default=None, help="With --ranks auto: the measured speedup to reach "
+                                                          "(OpenVINO bf16, as deployed on this machine).")
+@click.option("--init", "init", type=click.Choice(["data", "hosvd"]), default="data", show_default=True,
+              help="data: Tucker factors fitted to the original layers' outputs on calibration CTs; hosvd: from "
+                   "the weights alone (the paper's method, Table 1).")
+@click.option("--calibrate", multiple=True, type=click.Path(exists=True),
+              help="CTs for the data-aware factors and --ranks auto (default: the --distill CTs, else the "
+                   "bundled example CT).")
+@click.option("--device", default="cpu", show_default=True, help="torch device for calibration and distillation.")
 @click.option("--rtx", is_flag=True, help="Also build TensorRT-RTX engines ahead of time (no GPU needed).")
 @click.option("--no-engines", is_flag=True, help="Skip the TensorRT engine step.")
 @click.option("-o", "--output", default="build/default", show_default=True, type=click.Path(file_okay=False))
 def build(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None, download: bool,
           fp16: bool, backend: str, precision: str | None, validate: tuple[str, ...], references: tuple[str, ...],
           min_dice: float, min_class_dice: float, tile_step: float, distill: tuple[str, ...],
-          distill_iterations: int, rtx: bool, no_engines: bool, output: str) -> None:
+          distill_iterations: int, macs: float | None, speedup: float | None, init: str,
+          calibrate: tuple[str, ...], device: str, rtx: bool, no_engines: bool, output: str) -> None:
     """Decompose MODEL, export and simplify it, build engines, validate segmentation parity, write a report.
 
     Exit code 0 when the parity gates hold, 1 when they fail, 2 on usage errors.
     """
     from tuckertrt.decomposition.ranks import rank_spec
+    from tuckertrt.errors import UsageError
     from tuckertrt.models import load_model
     from tuckertrt.parity.gate import ParityGate
     from tuckertrt.pipeline import BuildOptions, run_build
 
     gate = ParityGate(min_dice, min_class_dice)  # checks the range before anything loads
+    auto = ranks_file == "auto"
+    if (macs is not None or speedup is not None) and not auto:
+        raise UsageError("--macs and --speedup go with --ranks auto")
     loaded = load_model(model, download=download)
     options = BuildOptions(
         df=df if df is not None or ranks_file else 0.3, min_rank=min_rank, policy=policy,
-        ranks=rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None, fp16=fp16, backend=backend,
+        ranks=rank_spec(ranks_file, loaded.network, min_rank) if ranks_file and not auto else None,
+        auto_macs=macs, auto_speedup=speedup, init=init, calibrate=[Path(p) for p in calibrate], device=device,
+        fp16=fp16, backend=backend,
         precision=precision, validate=[Path(p) for p in validate], references=[Path(p) for p in references],
         gate=gate, tile_step=tile_step, distill=[Path(p) for p in distill],
         distill_iterations=distill_iterations, engines=not no_engines, rtx=rtx, progress=sys.stderr.isatty())

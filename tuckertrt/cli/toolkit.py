@@ -25,12 +25,15 @@ def _training_options(f: Callable) -> Callable:
         click.option("--teacher", default=None, help="The uncompressed model, when MODEL is already compressed."),
         click.option("--iterations", type=int, default=250, show_default=True),
         click.option("--batch-size", type=int, default=2, show_default=True),
-        click.option("--lr", type=float, default=1e-5, show_default=True,
-                     help="AdamW learning rate (the peak, with --schedule poly)."),
-        click.option("--schedule", type=click.Choice(["constant", "poly"]), default="constant", show_default=True,
-                     help="constant (the paper's recipe) or nnU-Net's poly decay over --iterations."),
+        click.option("--lr", type=float, default=None,
+                     help="AdamW learning rate (the peak, with --schedule poly). Default: 5e-4 when distilling, "
+                          "1e-5 (the paper's) for labelled fine-tuning."),
+        click.option("--schedule", type=click.Choice(["constant", "poly"]), default=None,
+                     help="constant (the paper's recipe) or nnU-Net's poly decay over --iterations. Default: "
+                          "poly when distilling, constant for labelled fine-tuning."),
         click.option("--amp", is_flag=True, help="bfloat16 autocast in the forward passes (mixed precision)."),
-        click.option("--weight-decay", type=float, default=3e-5, show_default=True),
+        click.option("--weight-decay", type=float, default=None,
+                     help="Default: 0 when distilling, 3e-5 (the paper's) for labelled fine-tuning."),
         click.option("--patch", type=int, nargs=3, default=None, help="Training crop (default: the model's patch)."),
         click.option("--checkpoint-every", type=int, default=50, show_default=True),
         click.option("--patience", type=int, default=None, help="Stop after this many checkpoints without "
@@ -39,10 +42,14 @@ def _training_options(f: Callable) -> Callable:
                      help="Held out for validation: this share of the cases, or of one CT's slices; 0 "
                           "validates on the training data itself (in-sample)."),
         click.option("--temperature", type=float, default=2.0, show_default=True),
-        click.option("--pseudo-labels", type=float, default=0.0, show_default=True,
-                     help="Weight of Dice + CE on the teacher's segmentation of unlabelled CTs (with --distill)."),
-        click.option("--layerwise-init", is_flag=True, help="Fit each Tucker layer to the original layer's "
-                                                            "outputs before training."),
+        click.option("--pseudo-labels", type=float, default=None,
+                     help="Weight of Dice + CE on the teacher's segmentation of unlabelled CTs (with --distill). "
+                          "Default: 1."),
+        click.option("--init", "init", type=click.Choice(["data", "none"]), default="data", show_default=True,
+                     help="data: first fit each Tucker layer to the original layer's outputs on the training "
+                          "CTs (closed form); none: start from the factors as decomposed."),
+        click.option("--layerwise-init", is_flag=True, hidden=True,
+                     help="Deprecated: the data-aware initialisation (--init data) is the default."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
         click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT."),
@@ -58,16 +65,22 @@ def _recovery_options(kw: dict[str, Any]):
     import torch
 
     from tuckertrt.training import RecoveryOptions, TrainConfig
+    from tuckertrt.training.recovery import recipe
 
+    if kw["layerwise_init"]:
+        click.echo("warning: --layerwise-init is deprecated; the data-aware initialisation (--init data) is the "
+                   "default", err=True)
     device = kw["device"] if kw["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    config = TrainConfig(iterations=kw["iterations"], batch_size=kw["batch_size"], lr=kw["lr"],
-                         weight_decay=kw["weight_decay"], checkpoint_every=kw["checkpoint_every"],
+    defaults = recipe(distill=bool(kw["distill"]))
+    given = {k: kw[k] for k in ("lr", "schedule", "weight_decay", "pseudo_labels") if kw[k] is not None}
+    settings = {**defaults, **given}
+    config = TrainConfig(iterations=kw["iterations"], batch_size=kw["batch_size"], lr=settings["lr"],
+                         weight_decay=settings["weight_decay"], checkpoint_every=kw["checkpoint_every"],
                          patience=kw["patience"], seed=kw["seed"], device=device,
-                         schedule=kw["schedule"], amp=kw["amp"])
+                         schedule=settings["schedule"], amp=kw["amp"])
     return RecoveryOptions(config=config, patch=tuple(kw["patch"]) if kw["patch"] else None,
-                           temperature=kw["temperature"], pseudo_label_weight=kw["pseudo_labels"],
-                           val_fraction=kw["val_fraction"],
-                           layerwise_init=kw["layerwise_init"])
+                           temperature=kw["temperature"], pseudo_label_weight=settings["pseudo_labels"],
+                           val_fraction=kw["val_fraction"], init=kw["init"])
 
 
 def _train_and_report(original, student, kw: dict[str, Any], after_step=None) -> None:

@@ -14,3 +14,9 @@ def example_ct() -> Path:
 def example_reference() -> Path:
     """TotalSegmentator's own labels of :func:`example_ct` (total --fast, force split)."""
     return Path(str(resources.files("tuckertrt.data").joinpath("examples/example_seg_fast_force_split.nii.gz")))
+
+
+def example_dicom() -> Path:
+    """A DICOM CT series of another patient than :func:`example_ct` (20 slices of 512×512, 0.977 mm, 2 mm steps,
+    JPEG 2000; from TotalSegmentator's tests): the held-out case of the default build's parity check."""
+    return Path(str(resources.files("tuckertrt.data").joinpath("examples/example_ct_dicom")))

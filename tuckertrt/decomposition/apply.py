@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import asdict
 from typing import Any
 
+import torch
 from torch import nn
 
+from tuckertrt.decomposition.data_aware import fit_network
 from tuckertrt.decomposition.layers import TuckerConv
 from tuckertrt.decomposition.ranks import RankValue, plan_ranks
 from tuckertrt.models.loaded import LoadedModel
@@ -38,8 +41,13 @@ def decompose_network(network: nn.Module, chosen: dict[str, tuple[int, int]], ho
 
 
 def decompose(model: LoadedModel, df: float | None = None, min_rank: int = 8, policy: str = "default",
-              ranks: dict[str, RankValue] | None = None, hooi_iters: int = 0) -> LoadedModel:
-    """A decomposed copy of ``model``; ``model`` itself is left untouched."""
+              ranks: dict[str, RankValue] | None = None, hooi_iters: int = 0,
+              calibration: torch.Tensor | None = None) -> LoadedModel:
+    """A decomposed copy of ``model``; ``model`` itself is left untouched.
+
+    Factors come from the weights (HOSVD, optionally refined by HOOI: the paper's method), or, with
+    ``calibration`` images ``(N, C, *patch)``, are fitted to the original layers' outputs on them
+    (:mod:`~tuckertrt.decomposition.data_aware`)."""
     if model.is_decomposed:
         from tuckertrt.errors import TuckerTRTError
 
@@ -48,9 +56,13 @@ def decompose(model: LoadedModel, df: float | None = None, min_rank: int = 8, po
     chosen, skipped = plan_ranks(model.network, df, min_rank, policy, ranks)
     network = copy.deepcopy(model.network)
     decompose_network(network, chosen, hooi_iters)
+    fits = fit_network(model.network, network, calibration) if calibration is not None else None
     info: dict[str, Any] = {
         "df": df, "min_rank": min_rank, "policy": policy, "hooi_iters": hooi_iters,
         "ranks": {k: list(v) for k, v in chosen.items()}, "skipped": skipped,
+        "init": "data" if fits is not None else "hosvd",
+        "calibration_images": len(calibration) if calibration is not None else 0,
+        "layer_fits": [asdict(f) for f in fits] if fits is not None else None,
         "seconds": round(time.perf_counter() - start, 3),
     }
     return LoadedModel(spec=model.spec, network=network.eval(), architecture=model.architecture,

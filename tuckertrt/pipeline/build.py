@@ -27,12 +27,15 @@ from tuckertrt.inference.segment import Runner
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.parity.compare import default_patch
 from tuckertrt.pipeline.backend_choice import choose_backend
-from tuckertrt.data import example_ct, example_reference
+from tuckertrt.data import example_ct, example_dicom, example_reference
 from tuckertrt.parity.gate import ParityGate
 from tuckertrt.pipeline.report import write_report
 from tuckertrt.pipeline.validation import validate_case
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "torch")
+
+
+INITS = ("data", "hosvd")
 
 
 @dataclass
@@ -41,10 +44,16 @@ class BuildOptions:
     min_rank: int = 8
     policy: str = "default"
     ranks: dict[str, Any] | None = None
+    auto_macs: float | None = None  # --ranks auto under a MAC fraction...
+    auto_speedup: float | None = None  # ...or a measured speedup (OpenVINO bf16, deployed form)
+    init: str = "data"  # factors fitted on calibration CTs ("data") or from the weights alone ("hosvd")
+    calibrate: list[Path] = field(default_factory=list)  # default: the --distill CTs, else the bundled example CT
+    device: str = "cpu"  # for the data-aware fit and distillation
     fp16: bool = False
     backend: str = "auto"
     precision: str | None = None  # default: fp32, or what "auto" picks
     validate: list[Path] = field(default_factory=list)  # default: the bundled example CT (with its reference)
+    # and the bundled DICOM series of another patient (held out)
     references: list[Path | None] = field(default_factory=list)
     gate: ParityGate = field(default_factory=ParityGate)
     tile_step: float = 0.8
@@ -54,11 +63,17 @@ class BuildOptions:
     rtx: bool = False
     progress: bool = False
 
+    @property
+    def auto(self) -> bool:
+        return self.auto_macs is not None or self.auto_speedup is not None
+
     def check(self) -> None:
         if self.df is not None and not 0 < self.df <= 1:
             raise UsageError(f"--df must be in (0, 1], got {self.df}")
-        if self.df is None and not self.ranks:
+        if self.df is None and not self.ranks and not self.auto:
             raise UsageError("give --df or --ranks")
+        if self.init not in INITS:
+            raise UsageError(f"--init must be one of {', '.join(INITS)}")
         if self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
         if self.references and len(self.references) != len(self.validate):
@@ -92,16 +107,17 @@ def run_build(model: LoadedModel, out_dir: str | Path, options: BuildOptions,
               log: Callable[[str], None] = print) -> BuildOutcome:
     options.check()
     out_dir = Path(out_dir)
-    cases = options.validate or [example_ct()]
-    references = options.references or ([example_reference()] if not options.validate else [None] * len(cases))
-    _check_out_dir(out_dir, [*cases, *options.distill, *(r for r in references if r)])
+    cases = options.validate or [example_ct(), example_dicom()]
+    references = options.references or ([example_reference(), None] if not options.validate else [None] * len(cases))
+    calibrate = options.calibrate or options.distill or [example_ct()]
+    _check_out_dir(out_dir, [*cases, *options.distill, *calibrate, *(r for r in references if r)])
     timings: dict[str, float] = {}
     with atomic_dir(out_dir) as tmp:
         start = time.perf_counter()
-        compressed = decompose(model, df=options.df, min_rank=options.min_rank, policy=options.policy,
-                               ranks=options.ranks)
+        compressed, auto = _decompose(model, options, calibrate, log)
         timings["decompose"] = time.perf_counter() - start
-        log(f"decomposed {len(compressed.decomposition['ranks'])} layers in {timings['decompose']:.1f} s")
+        log(f"decomposed {len(compressed.decomposition['ranks'])} layers "
+            f"({compressed.decomposition['init']} factors) in {timings['decompose']:.1f} s")
         variants = {"original": model, "compressed": compressed}
         distillation = None
         if options.distill:
@@ -136,25 +152,49 @@ def run_build(model: LoadedModel, out_dir: str | Path, options: BuildOptions,
             case_results.append(validate_case(ct, runners, ref, tmp / "segmentations", options.tile_step,
                                               options.progress))
         report = _report(model, compressed, options, exports, engines, choice, backend, precision, patch_latency,
-                         case_results, distillation, timings)
+                         case_results, distillation, timings, auto, calibrate)
         write_report(tmp, report)
         write_json_atomic(tmp / "manifest.json", _manifest(model, compressed, exports, engines, choice, backend,
                                                            precision, tmp))
     return BuildOutcome(out_dir, report)
 
 
+def _decompose(model: LoadedModel, options: BuildOptions, calibrate: list[Path], log):
+    """The compressed model (ranks from --df/--ranks or chosen by --ranks auto; data-aware or HOSVD factors)."""
+    from tuckertrt.pipeline.auto_ranks import auto_ranks
+    from tuckertrt.training.calibration import calibration_images
+
+    images = None
+    if options.init == "data" or options.auto:
+        images = calibration_images(calibrate, model.spec).to(options.device)
+        log(f"calibration: {len(images)} crops of {', '.join(p.name for p in calibrate)}")
+    ranks, auto = options.ranks, None
+    if options.auto:
+        auto = auto_ranks(model, images, macs=options.auto_macs, speedup=options.auto_speedup,
+                          min_rank=options.min_rank)
+        ranks = auto.allocation.rank_spec()
+        log(f"auto ranks: {auto.allocation.mac_fraction:.2f} of the MACs, predicted layer error "
+            f"{auto.allocation.predicted_error:.3f}" + "".join(
+                f"; measured {r['speedup']:.2f}× at {r['mac_fraction']:.2f}" for r in auto.rounds))
+    compressed = decompose(model, df=None if options.auto else options.df, min_rank=options.min_rank,
+                           policy=options.policy, ranks=ranks,
+                           calibration=images if options.init == "data" else None)
+    return compressed, auto
+
+
 def _distill(model: LoadedModel, compressed: LoadedModel, options: BuildOptions, out: Path, log):
     from tuckertrt.training.loop import TrainConfig
-    from tuckertrt.training.recovery import RecoveryOptions, distill
+    from tuckertrt.training.recovery import RecoveryOptions, distill, recipe
 
     log(f"distilling from the uncompressed model on {len(options.distill)} CT(s), "
         f"{options.distill_iterations} iterations")
-    # The recipe measured best on the fixture: layer-wise initialisation, then KL distillation with Adam 3e-4 on
-    # single crops of the model's patch (README, "Recovery").
-    recovery = RecoveryOptions(config=TrainConfig(iterations=options.distill_iterations, lr=3e-4, batch_size=1,
-                                                  weight_decay=0.0,
+    settings = recipe(distill=True)  # the factors are already fitted to the data: no second initialisation
+    recovery = RecoveryOptions(config=TrainConfig(iterations=options.distill_iterations, lr=settings["lr"],
+                                                  batch_size=1, weight_decay=settings["weight_decay"],
+                                                  schedule=settings["schedule"], device=options.device,
                                                   checkpoint_every=max(1, options.distill_iterations // 4)),
-                               layerwise_init=True, progress=options.progress)
+                               pseudo_label_weight=settings["pseudo_labels"], init="none",
+                               progress=options.progress)
     student, report = distill(model, compressed, options.distill, out, options=recovery)
     return student, report
 
@@ -216,14 +256,18 @@ def _gates(cases, options: BuildOptions) -> dict[str, Any]:
 
 
 def _report(model, compressed, options, exports, engines, choice, backend, precision, patch_latency, cases,
-            distillation, timings) -> dict[str, Any]:
+            distillation, timings, auto, calibrate) -> dict[str, Any]:
     spec = model.spec
     params0, macs0 = totals(model.network, spec.patch_size, spec.input_channels)
     params, macs = totals(compressed.network, spec.patch_size, spec.input_channels)
     latency = {n: t.to_json() for n, t in patch_latency.items()}
     return {
         "schema": "tuckertrt-build/1",
-        "model": spec.name, "df": options.df, "min_rank": options.min_rank, "policy": options.policy,
+        "model": spec.name, "df": None if options.auto else options.df, "min_rank": options.min_rank,
+        "policy": options.policy, "init": compressed.decomposition["init"],
+        "ranks": "auto" if auto else ("file" if options.ranks else "df"),
+        "auto_ranks": auto.to_json() if auto else None,
+        "calibrated_on": [str(p) for p in calibrate] if compressed.decomposition["init"] == "data" or auto else [],
         "compression": {"params_original": params0, "params": params, "compression_ratio": params0 / params,
                         "gmacs_original": macs0 / 1e9, "gmacs": macs / 1e9, "mac_ratio": macs0 / macs},
         "backend": {"name": backend, "precision": precision, "choice": choice.to_json() if choice else None},
@@ -234,10 +278,15 @@ def _report(model, compressed, options, exports, engines, choice, backend, preci
         "engines": engines,
         "distillation": distillation,
         "distilled_on": [str(p) for p in options.distill],
-        "cases": [c.to_json() for c in cases],
+        "cases": [{**c.to_json(), "held_out": _held_out(c.source, [*calibrate, *options.distill])} for c in cases],
         "gates": _gates(cases, options),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
+
+
+def _held_out(case: str, inputs: list[Path]) -> bool:
+    """Whether a validation CT was never seen by calibration or distillation."""
+    return Path(case).resolve() not in {Path(p).resolve() for p in inputs}
 
 
 def _manifest(model, compressed, exports, engines, choice, backend, precision, root: Path) -> dict[str, Any]:

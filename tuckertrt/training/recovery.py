@@ -8,6 +8,7 @@ resumable training state) and ``report.json`` (zero-shot and recovered figures s
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import read_json, write_json_atomic
 from tuckertrt.models.loaded import LoadedModel
+from tuckertrt.training.calibration import DEFAULT_CALIBRATION_CROPS, calibration_crops
 from tuckertrt.training.data import load_labelled, load_unlabelled, split_holdout, z_axis
 from tuckertrt.training.loop import Hooks, TrainConfig, config_fingerprint, train
 from tuckertrt.training.losses import Objective
@@ -26,7 +28,8 @@ from tuckertrt.training.sampling import Batch, PatchSampler, Volume
 from tuckertrt.training.validation import Validation, network_logits, summary
 
 MODEL_FILE, STATE_FILE, REPORT_FILE = "model.pt", "state.pt", "report.json"
-ZERO_SHOT_FILE = "zero_shot.json"  # the student's scores before layer-wise initialisation
+INITS = ("data", "none")
+ZERO_SHOT_FILE = "zero_shot.json"  # the student's scores before the data-aware initialisation
 EVAL_SCHEMA = "tuckertrt-eval/1"
 
 
@@ -42,8 +45,24 @@ class RecoveryOptions:
     val_fraction: float = 0.25
     tile_step: float = 0.8
     cache_limit_bytes: int = 2 << 30  # cache the teacher's logits of the training volumes up to this size
-    layerwise_init: bool = False
+    init: str = "data"  # "data": refit the factors to the teacher's layer outputs first; "none": as given
+    calibration_crops: int = DEFAULT_CALIBRATION_CROPS
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise TuckerTRTError(f"unknown initialisation {self.init!r} (choose from {', '.join(INITS)})")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise TuckerTRTError(f"temperature must be a positive number, got {self.temperature}")
+
+
+def recipe(distill: bool) -> dict[str, Any]:
+    """Default training settings: distillation's measured recipe (AdamW 5e-4 with nnU-Net's poly decay, no weight
+    decay, Dice + CE on the teacher's segmentation beside the KL term), or the paper's for labelled fine-tuning
+    (AdamW 1e-5, weight decay 3e-5, constant)."""
+    if distill:
+        return {"lr": 5e-4, "schedule": "poly", "weight_decay": 0.0, "pseudo_labels": 1.0}
+    return {"lr": 1e-5, "schedule": "constant", "weight_decay": 3e-5, "pseudo_labels": 0.0}
 
 
 def check_pair(teacher: LoadedModel, student: LoadedModel) -> None:
@@ -126,13 +145,14 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
     with torch.no_grad():
         original_scores = validate(original.network)
     out.mkdir(parents=True, exist_ok=True)
-    if options.layerwise_init and not (resume and (out / STATE_FILE).exists()):
-        from tuckertrt.training.layerwise import fit_layers
+    refit = options.init == "data" and student.is_decomposed
+    if refit and not (resume and (out / STATE_FILE).exists()):
+        from tuckertrt.decomposition.data_aware import fit_network
 
         with torch.no_grad():
             write_json_atomic(out / ZERO_SHOT_FILE, validate(student.network))
-        fit_layers(original.network, student.network, train_volumes, options.patch or spec.patch_size,
-                   options.config.seed, device)
+        crops = calibration_crops(train_volumes, spec.patch_size, options.calibration_crops, options.config.seed)
+        fit_network(original.network, student.network.to(device), crops, options.config.seed)
     sampler = PatchSampler(train_volumes, options.patch or spec.patch_size, options.config.batch_size,
                            options.oversample_foreground)
     objective = Objective(options.label_weight, options.distill_weight if distill else 0.0, options.temperature,
@@ -152,14 +172,14 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
         inputs=[str(p) for p in inputs], patch=list(options.patch or spec.patch_size),
         temperature=options.temperature,
         weights=[options.label_weight, options.distill_weight, options.pseudo_label_weight],
-        val_fraction=options.val_fraction, layerwise_init=options.layerwise_init)
+        val_fraction=options.val_fraction, init=options.init if student.is_decomposed else "none")
     result = train(student.network, sampler.sample, objective, options.config, out / STATE_FILE,
                    Hooks(save_best, validate, after_step, prepare), fingerprint, resume, options.progress,
                    interrupt_after)
     from tuckertrt.decomposition.serialize import load_decomposed
 
     best = load_decomposed(out / MODEL_FILE)
-    before_init = read_json(out / ZERO_SHOT_FILE) if options.layerwise_init else None
+    before_init = read_json(out / ZERO_SHOT_FILE) if refit else None
     report = _report(original, student, mode, result, train_volumes, val_volumes, skipped, options,
                      original_scores, before_init)
     write_json_atomic(out / REPORT_FILE, report)
@@ -218,7 +238,7 @@ def _report(original: LoadedModel, student: LoadedModel, mode: str, result, trai
         "schema": "tuckertrt-recovery/1", "model": student.name, "mode": mode, **accounting,
         "train_volumes": [v.name for v in train_volumes], "validation_volumes": [v.name for v in val_volumes],
         "held_out": _held_out(train_volumes, val_volumes), "skipped_inputs": skipped,
-        "zero_shot": summary(zero), "layerwise_init": summary(initialised) if before_init else None,
+        "zero_shot": summary(zero), "data_aware_init": summary(initialised) if before_init else None,
         "recovered": summary(final),
         "per_class_dice": {"zero_shot": zero.get("per_class_dice"), "recovered": final.get("per_class_dice")},
         "best_iteration": result.best["iteration"], "iterations": result.iterations,
