@@ -33,8 +33,15 @@ class AutoRanks:
     target: dict[str, float]
     rounds: list[dict[str, float]] = field(default_factory=list)  # MAC fraction → measured speedup
 
+    @property
+    def met(self) -> bool:
+        """Whether the target was reached (a MAC budget always is, unless even the cheapest ranks exceed it)."""
+        if "speedup" in self.target:
+            return bool(self.rounds) and self.rounds[-1]["speedup"] >= self.target["speedup"]
+        return self.allocation.mac_fraction <= self.target["macs"] + 1e-9
+
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "mac_fraction": round(self.allocation.mac_fraction, 4),
+        return {"target": self.target, "met": self.met, "mac_fraction": round(self.allocation.mac_fraction, 4),
                 "predicted_error": round(self.allocation.predicted_error, 4), "rounds": self.rounds,
                 "ranks": self.allocation.rank_spec()}
 
@@ -86,7 +93,10 @@ def auto_ranks(model: LoadedModel, images: torch.Tensor, *, macs: float | None =
         if measured >= speedup:
             break
         fraction *= measured / speedup
-        chosen = allocation_at(fraction)
+        tighter = allocation_at(fraction)
+        if tighter.layers == chosen.layers:  # already the cheapest allocation the candidates allow
+            break
+        chosen = tighter
     return AutoRanks(chosen, {"speedup": speedup}, rounds)
 
 
