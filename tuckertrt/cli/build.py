@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tuckertrt.cli.options import decomposition_options, download_option, gate_options
+from tuckertrt.cli.preflight import check_new_output_dir, finite, positive_ints
 
 DEFAULT_MODEL = "fixture-3mm"
 
@@ -25,10 +26,10 @@ DEFAULT_MODEL = "fixture-3mm"
 @click.option("--reference", "references", multiple=True, type=click.Path(exists=True),
               help="Ground-truth labels for each --validate CT, in order.")
 @gate_options
-@click.option("--tile-step", default=0.8, show_default=True, type=click.FloatRange(0.1, 1.0))
+@click.option("--tile-step", default=0.8, show_default=True, type=float, callback=finite(0.1, 1.0))
 @click.option("--distill", multiple=True, type=click.Path(exists=True),
               help="Unlabelled CTs to distil the compressed model on before export (repeatable).")
-@click.option("--distill-iterations", default=200, show_default=True)
+@click.option("--distill-iterations", default=200, show_default=True, callback=positive_ints)
 @click.option("--rtx", is_flag=True, help="Also build TensorRT-RTX engines ahead of time (no GPU needed).")
 @click.option("--no-engines", is_flag=True, help="Skip the TensorRT engine step.")
 @click.option("-o", "--output", default="build/default", show_default=True, type=click.Path(file_okay=False))
@@ -46,6 +47,7 @@ def build(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
     from tuckertrt.pipeline import BuildOptions, run_build
 
     gate = ParityGate(min_dice, min_class_dice)  # checks the range before anything loads
+    check_new_output_dir(output, model, ranks_file, [*validate, *references, *distill])
     loaded = load_model(model, download=download)
     options = BuildOptions(
         df=df if df is not None or ranks_file else 0.3, min_rank=min_rank, policy=policy,
