@@ -30,6 +30,7 @@ MARKER_FORMAT = "tuckertrt-output/1"
 _TEMP_TAG = "tuckertrt-"
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME = 120
+FULL_DISK_BYTES = 1 << 20  # a write that failed with less free space than this is reported as a full disk
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -137,20 +138,20 @@ def check_replaceable(dest: str | os.PathLike) -> None:
     """``dest`` may be (re)published: absent, an empty folder, or a folder tuckertrt wrote holding only its files."""
     dest = Path(dest)
     if dest.is_symlink():
-        raise TuckerTRTError(f"output {dest} is a symbolic link; tuckertrt does not replace links")
+        raise UsageError(f"output {dest} is a symbolic link; tuckertrt does not replace links")
     if not dest.exists():
         return
     if not dest.is_dir():
-        raise TuckerTRTError(f"output {dest} exists and is not a folder; tuckertrt does not replace it")
+        raise UsageError(f"output {dest} exists and is not a folder; tuckertrt does not replace it")
     if not any(dest.iterdir()):
         return
     if owned_files(dest) is None:
-        raise TuckerTRTError(f"output folder {dest} exists and was not written by tuckertrt; choose a new or "
+        raise UsageError(f"output folder {dest} exists and was not written by tuckertrt; choose a new or "
                              f"empty folder")
     foreign = foreign_files(dest)
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        raise TuckerTRTError(f"output folder {dest} holds files tuckertrt did not write ({', '.join(foreign[:3])}"
+        raise UsageError(f"output folder {dest} holds files tuckertrt did not write ({', '.join(foreign[:3])}"
                              f"{more}); move them or choose another folder")
 
 
@@ -158,11 +159,11 @@ def check_replaceable_file(dest: str | os.PathLike, written_by_tuckertrt: bool) 
     """An existing file at ``dest`` is replaced only when the caller recognised it as an earlier tuckertrt output."""
     dest = Path(dest)
     if dest.is_symlink():
-        raise TuckerTRTError(f"output {dest} is a symbolic link; tuckertrt does not replace links")
+        raise UsageError(f"output {dest} is a symbolic link; tuckertrt does not replace links")
     if dest.exists() and not dest.is_file():
-        raise TuckerTRTError(f"output {dest} exists and is not a regular file")
+        raise UsageError(f"output {dest} exists and is not a regular file")
     if dest.exists() and not written_by_tuckertrt:
-        raise TuckerTRTError(f"output {dest} exists and was not written by tuckertrt; choose another name")
+        raise UsageError(f"output {dest} exists and was not written by tuckertrt; choose another name")
 
 
 def write_marker(folder: Path, **facts: Any) -> None:
@@ -331,8 +332,8 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         (staging / "out").mkdir()
         yield staging / "out"
         publish(staging, {"out": dest})
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as e:
+        discard_temporary(staging, dest, e)
         raise
 
 
@@ -350,9 +351,34 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as e:
+        discard_temporary(tmp_path, dest, e)
         raise
+
+
+def discard_temporary(temp: Path, dest: Path, error: BaseException) -> None:
+    """Remove ``temp`` after ``error`` stopped a write of ``dest``; a full disk is reported as such in one line
+    (the caller re-raises anything else)."""
+    full = disk_full(temp.parent, error)
+    if temp.is_dir() and not temp.is_symlink():
+        shutil.rmtree(temp, ignore_errors=True)
+    else:
+        temp.unlink(missing_ok=True)
+    if full:
+        raise TuckerTRTError(f"cannot write {dest}: No space left on device") from None
+
+
+def disk_full(where: Path, error: BaseException) -> bool:
+    """Whether ``error`` (from any writer: torch, onnx, nibabel word it differently) came from a full disk."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(error, Exception):
+        return False
+    try:
+        stats = os.statvfs(where)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < FULL_DISK_BYTES
 
 
 def _umask() -> int:

@@ -42,8 +42,8 @@ def finite(low: float | None = None, high: float | None = None, low_open: bool =
             bad = not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low)) \
                 or (high is not None and v > high)
             if bad:
-                left = "(" if low_open else "["
-                bounds = f"{left}{'-inf' if low is None else low:g}, {'inf' if high is None else high:g}]"
+                bounds = f"{'(' if low_open else '['}{'-inf' if low is None else f'{low:g}'}, " \
+                         f"{'inf' if high is None else f'{high:g}'}]"
                 raise UsageError(f"{name} must be a finite number in {bounds}, got {v}")
         return value
     return check

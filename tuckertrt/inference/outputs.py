@@ -3,7 +3,6 @@ publishing of one case's outputs (labels, sidecar, masks) as a set."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -12,7 +11,7 @@ import numpy as np
 
 from tuckertrt.errors import TuckerTRTError, UsageError
 from tuckertrt.fileio import (Problems, check_replaceable, check_replaceable_file, check_separate, check_writable,
-                              make_staging_dir, publish, safe_name, write_json_atomic)
+                              discard_temporary, make_staging_dir, publish, safe_name, write_json_atomic)
 from tuckertrt.inference.io import is_nifti, strip_nifti_suffix, write_label_nifti
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def collect_inputs(path: str | Path) -> list[Path]:
     if not path.exists():
         raise TuckerTRTError(f"input not found: {path}")
     if not path.is_file() and not path.is_dir():
-        raise TuckerTRTError(f"input {path} is neither a file nor a folder")
+        raise TuckerTRTError(f"input {path} is not a regular file or folder")
     if path.is_file():
         return [path]
     try:
@@ -158,8 +157,8 @@ def save_result(result: "SegmentationResult", labels_path: Path, masks: bool) ->
         write_json_atomic(staging / "sidecar.json", summary)
         moves = {**({"masks": out.masks_dir} if masks else {}), staged_labels: out.labels, "sidecar.json": out.sidecar}
         publish(staging, moves)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as e:
+        discard_temporary(staging, labels_path, e)
         raise
     return [out.labels] + ([out.masks_dir] if masks else []) + [out.sidecar]
 
