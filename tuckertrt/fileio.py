@@ -192,6 +192,25 @@ def zip_holds(path: str | os.PathLike, needle: bytes, member_suffix: str = "data
 
 # ---- interrupts ---------------------------------------------------------------------------------------------------
 
+FAULT_ENV = "TUCKERTRT_TEST_FAULT"  # "<point>[#N]:<SIGNAL>": the process signals itself there (fault-injection tests)
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """A named point in writing (``staged``, ``replace``, ``publish``) where the fault-injection tests stop the
+    process with a signal, when :data:`FAULT_ENV` asks for it (its N-th pass with ``#N``)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    point, _, signame = spec.partition(":")
+    point, _, nth = point.partition("#")
+    if point != name:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if _fault_counts[name] == int(nth or 1):
+        os.kill(os.getpid(), getattr(signal, signame or "SIGTERM"))
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -275,10 +294,17 @@ def make_staging_dir(dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(dest)
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".part", dir=dest.parent))
-        tmp.chmod(0o777 & ~_umask())
-        write_marker(tmp, pid=os.getpid(), partial=True)
     except OSError as e:
         raise TuckerTRTError(f"cannot write beside {dest}: {e.strerror or e}") from None
+    try:
+        tmp.chmod(0o777 & ~_umask())
+        write_marker(tmp, pid=os.getpid(), partial=True)
+        fault_point("staged")
+    except BaseException as e:
+        discard_temporary(tmp, dest, e)
+        if isinstance(e, OSError):
+            raise TuckerTRTError(f"cannot write beside {dest}: {e.strerror or e}") from None
+        raise
     return tmp
 
 
@@ -304,6 +330,7 @@ def publish(staging: Path, moves: Mapping[str, Path]) -> None:
     """Move ``staging/<name>`` onto each destination as one step (interrupts held): folders are swapped with the
     previous one (checked replaceable), files replace the previous file. ``staging`` then holds what was
     replaced and is removed."""
+    fault_point("publish")
     with signals_deferred():
         for name, dest in moves.items():
             src = staging / name
@@ -345,11 +372,12 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         ensure_output_dir(dest.parent)
     clean_stale_temporaries(dest)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".part", dir=dest.parent or ".")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; artifacts get the usual permissions
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; artifacts get the usual permissions
+        os.close(fd)
         yield tmp_path
+        fault_point("replace")
         os.replace(tmp_path, dest)
     except BaseException as e:
         discard_temporary(tmp_path, dest, e)
