@@ -422,3 +422,27 @@ def test_read_only_output_is_found_before_the_work(small_mount, tmp_path, capsys
         code, err = _run_in_process(args, capsys)
         _check_one_line(code, err, 1, "Read-only file system")
     assert changes(before, tree_state(tmp_path)) == []
+
+
+def test_hostile_class_and_case_names_stay_inside_the_output(tmp_path, capsys):
+    """Class names from dataset.json and case names become file names only after sanitising: ``../../x`` cannot
+    leave ``-o``; spaces and non-ASCII letters in paths work."""
+    model = model_copy(tmp_path / "model")
+    dataset = json.loads((model / "dataset.json").read_text())
+    names = list(dataset["labels"])
+    hostile = {names[1]: "../../x", names[2]: "/etc/passwd", names[3]: "a b ü\\c", names[4]: ".."}
+    dataset["labels"] = {hostile.get(k, k): v for k, v in dataset["labels"].items()}
+    (model / "dataset.json").write_text(json.dumps(dataset))
+    cases = tmp_path / "cases ü"
+    small_ct(cases / "patient 1 ü.nii.gz")
+    out = tmp_path / "out"
+    before = tree_state(tmp_path)
+    code, err = _run_in_process(["segment", cases, "-o", out, "--masks", "--model", model], capsys)
+    assert code == 0, err
+    added = changes(before, tree_state(tmp_path))
+    assert added and all(c.startswith("+out") for c in added), added
+    masks = sorted(p.name for p in (out / "patient_1_u").iterdir() if not p.name.startswith("."))
+    assert {"x.nii.gz", "etc_passwd.nii.gz", "a_b_u_c.nii.gz", "label_4.nii.gz"} <= set(masks)
+    assert len(masks) == len(names) - 1
+    summary = json.loads((out / "segment_summary.json").read_text())
+    assert summary["cases"][0]["status"] == "ok" and summary["failed"] == 0

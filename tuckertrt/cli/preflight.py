@@ -105,10 +105,11 @@ def check_new_model_file(output: str | Path, model: str, ranks_file: str | None 
     problems.raise_if_any()
 
 
-def check_training_output(output: str | Path, models: Sequence[str | None], inputs: Sequence[str | None],
-                          ranks_file: str | None = None) -> None:
-    """Pre-flight of a training folder (finetune, prune): outside every input, writable, and absent, empty or a
-    folder an earlier tuckertrt run created (its marker, or a training state to --resume)."""
+def check_run_folder(output: str | Path, models: Sequence[str | None], inputs: Sequence[str | None],
+                     ranks_file: str | None = None) -> None:
+    """Pre-flight of a folder a command fills file by file (finetune, prune, variance, bench, report): outside
+    every input, writable, and absent, empty or a folder an earlier tuckertrt run created (its marker, or a
+    training state to --resume)."""
     from tuckertrt.training.recovery import STATE_FILE
 
     out = Path(output)
@@ -127,11 +128,11 @@ def check_training_output(output: str | Path, models: Sequence[str | None], inpu
 
 @contextlib.contextmanager
 def marked_output(output: str | Path) -> Iterator[None]:
-    """Mark a training folder as tuckertrt's when the run ends (however it ends), so a later run may resume or
-    replace it."""
+    """Mark a run folder as tuckertrt's when the run ends (however it ends), so a later run may resume or
+    rewrite it."""
     try:
         yield
     finally:
         out = Path(output)
         if out.is_dir():
-            write_marker(out, kind="training")
+            write_marker(out, kind="run")

@@ -9,7 +9,7 @@ import click
 
 from tuckertrt.cli.options import (df_option, download_option, min_rank_option, model_argument, policy_option,
                                    ranks_option)
-from tuckertrt.cli.preflight import check_device, check_training_output, finite, marked_output, positive_ints
+from tuckertrt.cli.preflight import check_device, check_run_folder, finite, marked_output, positive_ints
 
 DEFAULT_VARIANCE_DF = 0.3
 
@@ -35,8 +35,8 @@ def _training_options(f: Callable) -> Callable:
         click.option("--patch", type=int, nargs=3, default=None, callback=positive_ints,
                      help="Training crop (default: the model's patch)."),
         click.option("--checkpoint-every", type=int, default=50, show_default=True, callback=positive_ints),
-        click.option("--patience", type=int, default=None, callback=positive_ints, help="Stop after this many checkpoints without "
-                                                                "improvement on the held-out part."),
+        click.option("--patience", type=int, default=None, callback=positive_ints,
+                     help="Stop after this many checkpoints without improvement on the held-out part."),
         click.option("--val-fraction", type=float, default=0.25, show_default=True, callback=finite(0.0, 0.9),
                      help="Held out for validation: this share of the cases, or of one CT's slices; 0 "
                           "validates on the training data itself (in-sample)."),
@@ -119,16 +119,23 @@ def _load_pair(model: str, kw: dict[str, Any], download: bool):
 def variance(model: str, df: float | None, min_rank: int, download: bool, output: str) -> None:
     """Explained variance of every conv kernel over all (rank_in, rank_out): a heatmap per layer, a summary
     plot at the chosen DF (default 0.3), variance.json and the full grids in variance.npz."""
-    import numpy as np
-
-    from tuckertrt.fileio import atomic_path, ensure_output_dir, write_json_atomic
     from tuckertrt.models import load_model
-    from tuckertrt.toolkit import plots
     from tuckertrt.toolkit.variance import layer_variances
 
     df = df or DEFAULT_VARIANCE_DF
+    check_run_folder(output, [model], [])
     loaded = load_model(model, download=download)
     layers = layer_variances(loaded, df, min_rank)
+    with marked_output(output):
+        _write_variance(loaded, layers, df, min_rank, output)
+
+
+def _write_variance(loaded, layers, df: float, min_rank: int, output: str) -> None:
+    import numpy as np
+
+    from tuckertrt.fileio import atomic_path, ensure_output_dir, write_json_atomic
+    from tuckertrt.toolkit import plots
+
     out = ensure_output_dir(output)
     (out / "layers").mkdir(exist_ok=True)
     for i, layer in enumerate(layers):
@@ -164,7 +171,7 @@ def finetune(model: str, df: float | None, min_rank: int, policy: str, ranks_fil
     from tuckertrt.toolkit.pruning import PruningMasks
 
     _recovery_options(kw)  # validate the training settings before loading anything
-    check_training_output(kw["output"], [model, kw["teacher"]], [kw["dataset"], *kw["cts"]], ranks_file)
+    check_run_folder(kw["output"], [model, kw["teacher"]], [kw["dataset"], *kw["cts"]], ranks_file)
     original, compressed, loaded = _load_pair(model, kw, download)
     if compressed is None:
         if df is None and ranks_file is None:
@@ -200,7 +207,7 @@ def prune(model: str, amount: float | None, df: float | None, match_df: float | 
     train = bool(kw["dataset"] or kw["cts"] or kw["distill"])
     if train:
         _recovery_options(kw)
-    check_training_output(kw["output"], [model, kw["teacher"]], [kw["dataset"], *kw["cts"]])
+    check_run_folder(kw["output"], [model, kw["teacher"]], [kw["dataset"], *kw["cts"]])
     original, compressed, loaded = _load_pair(model, kw, download)
     if compressed is not None:
         raise UsageError(f"{model} is already compressed; prune the original model")
@@ -234,6 +241,8 @@ def report(runs: tuple[str, ...], metric: str, alpha: float, output: str) -> Non
     from the JSON results of finetune/prune (report.json) and bench (bench.json)."""
     from tuckertrt.toolkit.report import build_report
 
-    summary = build_report(runs, output, metric, alpha)
+    check_run_folder(output, [], runs)
+    with marked_output(output):
+        summary = build_report(runs, output, metric, alpha)
     click.echo(json.dumps({"runs": [r["label"] for r in summary["runs"]], "figures": summary["figures"]},
                           indent=1))

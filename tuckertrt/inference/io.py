@@ -158,8 +158,8 @@ def read_dicom_series(folder: Path) -> CTImage:
         raise TuckerTRTError(f"{folder} holds a single DICOM slice; a 3D CT series needs several")
     geometry = [_slice_geometry(f, ds, folder) for f, ds in slices]
     orientation, pixel_spacing = geometry[0][1], geometry[0][2]
-    if any(np.abs(g[1] - orientation).max() > ORIENTATION_TOLERANCE for g in geometry):
-        odd = [f.name for (f, _), g in zip(slices, geometry) if np.abs(g[1] - orientation).max() > ORIENTATION_TOLERANCE]
+    odd = [f.name for (f, _), g in zip(slices, geometry) if np.abs(g[1] - orientation).max() > ORIENTATION_TOLERANCE]
+    if odd:
         raise TuckerTRTError(f"{folder}: slices differ in orientation (ImageOrientationPatient), e.g. {_names(odd)}")
     if any(np.abs(np.subtract(g[2], pixel_spacing)).max() > 1e-4 for g in geometry):
         raise TuckerTRTError(f"{folder}: slices differ in PixelSpacing")
