@@ -21,6 +21,7 @@ import pytest
 from tests.safety_inputs import (changes, dicom_series, dicom_slice, model_copy, nifti_with_header, run_subprocess,
                                  small_ct, tree_state, write_nifti)
 from tuckertrt.cli import main
+from tuckertrt.errors import TuckerTRTError
 
 Setup = Callable[[Path], list]
 
@@ -446,3 +447,38 @@ def test_hostile_class_and_case_names_stay_inside_the_output(tmp_path, capsys):
     assert len(masks) == len(names) - 1
     summary = json.loads((out / "segment_summary.json").read_text())
     assert summary["cases"][0]["status"] == "ok" and summary["failed"] == 0
+
+
+def test_download_checks_sha256_and_unpacks_only_inside(tmp_path, monkeypatch):
+    """--download: a pinned or given sha256 that differs refuses the archive; members that would resolve
+    outside the weights folder (``../``, absolute, a prefix look-alike) are skipped."""
+    import hashlib
+    import zipfile
+
+    from tuckertrt.models import totalseg
+
+    model = totalseg.TS_MODELS[297]
+    served = tmp_path / "served"
+    served.mkdir()
+    archive = served / f"{model.folder}.zip"
+    source = model_copy(tmp_path / "src")
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in source.rglob("*"):
+            if f.is_file():
+                z.write(f, f"{model.folder}/{model.trainer}__nnUNetPlans__3d_fullres/{f.relative_to(source)}")
+        z.writestr(f"{model.folder}/../escaped.txt", "outside")
+        z.writestr(f"{model.folder}/../{model.folder}-lookalike/x.txt", "outside")
+    monkeypatch.setenv("TUCKERTRT_WEIGHTS_URL", served.as_uri())
+    monkeypatch.setattr(totalseg, "_USER_SHA256", {})
+    root = tmp_path / "weights"
+    with pytest.raises(TuckerTRTError, match="checksum mismatch"):
+        totalseg.download(model, root, expected_sha256="0" * 64)
+    assert not (root / model.folder).exists() and not [p for p in root.iterdir()]
+    monkeypatch.setitem(totalseg.PINNED_SHA256, 297, "1" * 64)
+    with pytest.raises(TuckerTRTError, match="checksum mismatch"):
+        totalseg.download(model, root)
+    totalseg.expect_sha256((f"297={hashlib.sha256(archive.read_bytes()).hexdigest()}",))
+    folder = totalseg.download(model, root)
+    assert (folder / "plans.json").is_file() and (root / model.folder / ".tuckertrt").is_file()
+    assert sorted(p.name for p in root.iterdir()) == [model.folder]
+    assert not (tmp_path / "escaped.txt").exists()

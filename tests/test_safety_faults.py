@@ -33,7 +33,7 @@ POINTS = [(cmd, point, sig) for sig in ("SIGTERM", "SIGKILL") for cmd, point in 
     ("segment", "staged"), ("segment", "replace"), ("segment", "replace#3"), ("segment", "publish"),
     ("export", "staged"), ("export", "publish"),
     ("build", "staged"), ("build", "replace"),
-    ("finetune", "replace"), ("finetune", "replace#2"))]
+    ("finetune", "replace"), ("finetune", "replace#3"))]
 COMMANDS = {"segment": SEGMENT, "export": EXPORT, "build": BUILD, "finetune": FINETUNE}
 OUTPUTS = {"segment": ["seg.nii.gz", "seg.json", "seg"], "export": ["exp"], "build": ["b"], "finetune": ["ft"]}
 
@@ -62,11 +62,12 @@ def outputs_state(folder: Path, command: str) -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
-    """Uninterrupted segment and export runs: the reference results, and the previous set segment replaces."""
+    """Uninterrupted segment, export and finetune runs: the reference results, and the previous set segment
+    replaces."""
     folder = tmp_path_factory.mktemp("baseline")
     small_ct(folder / "ct.nii.gz")
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda args: run(args, folder), [SEGMENT, EXPORT]))
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda args: run(args, folder), [SEGMENT, EXPORT, FINETUNE]))
     for r in results:
         assert r.returncode == 0, r.stderr
     return folder
@@ -99,10 +100,14 @@ def test_interrupted_writes_leave_the_previous_set_or_nothing(baseline, tmp_path
             assert not (work / OUTPUTS[command][0]).exists(), label
         # a training folder keeps its whole checkpoints for --resume (checked by the finetune test below)
 
-    # reruns after SIGKILL: same result as the uninterrupted run, and the killed run's temporaries are gone
-    rerun = {"segment": tmp_path / "segment-publish-SIGKILL", "export": tmp_path / "export-publish-SIGKILL"}
-    with ThreadPoolExecutor(2) as pool:
-        finished = list(pool.map(lambda c: run(COMMANDS[c], rerun[c]), rerun))
+    # reruns after SIGKILL (finetune with --resume, from the checkpoint of iteration 2): the same result as the
+    # uninterrupted run, and the killed run's temporaries are gone
+    rerun = {"segment": tmp_path / "segment-publish-SIGKILL", "export": tmp_path / "export-publish-SIGKILL",
+             "finetune": tmp_path / "finetune-replace_3-SIGKILL"}
+    assert (rerun["finetune"] / "ft" / "state.pt").is_file()
+    with ThreadPoolExecutor(3) as pool:
+        finished = list(pool.map(lambda c: run(COMMANDS[c] + (["--resume"] if c == "finetune" else []), rerun[c]),
+                                 rerun))
     for (command, work), result in zip(rerun.items(), finished):
         assert result.returncode == 0, result.stderr
         assert temporaries(work) == [], command
@@ -111,21 +116,5 @@ def test_interrupted_writes_leave_the_previous_set_or_nothing(baseline, tmp_path
     assert {p.name: digest(p) for p in (seg / "seg").iterdir()} == \
         {p.name: digest(p) for p in (baseline / "seg").iterdir()}
     assert digest(rerun["export"] / "exp" / "model.onnx") == digest(baseline / "exp" / "model.onnx")
-
-
-def test_finetune_resumes_after_a_kill_to_the_uninterrupted_result(baseline, tmp_path):
-    """SIGKILL after the first checkpoint, then --resume: the same report as a run that was never stopped."""
-    for name in ("whole", "killed"):
-        (tmp_path / name).mkdir()
-        shutil.copy(baseline / "ct.nii.gz", tmp_path / name / "ct.nii.gz")
-    with ThreadPoolExecutor(2) as pool:
-        whole, killed = pool.map(lambda job: run(COMMANDS["finetune"], tmp_path / job[0], job[1]),
-                                 [("whole", None), ("killed", "replace#2:SIGKILL")])
-    assert whole.returncode == 0, whole.stderr
-    assert killed.returncode == -9 and (tmp_path / "killed" / "ft" / "state.pt").is_file()
-    resumed = run([*COMMANDS["finetune"], "--resume"], tmp_path / "killed")
-    assert resumed.returncode == 0, resumed.stderr
-    reports = [json.loads((tmp_path / name / "ft" / "report.json").read_text()) for name in ("whole", "killed")]
-    assert reports[1]["resumed_from"] == 2
-    assert reports[0]["recovered"] == reports[1]["recovered"]
-    assert temporaries(tmp_path / "killed") == []
+    reports = [json.loads((folder / "ft" / "report.json").read_text()) for folder in (baseline, rerun["finetune"])]
+    assert reports[1]["resumed_from"] == 2 and reports[0]["recovered"] == reports[1]["recovered"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tuckertrt.cli.options import decomposition_options, download_option
-from tuckertrt.cli.preflight import check_device, finite
+from tuckertrt.cli.preflight import check_device, finite, model_paths
 from tuckertrt.errors import UsageError
 
 BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
@@ -35,6 +35,7 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
     Exits 1 if any case failed (the others are still written)."""
+    from tuckertrt.fileio import check_separate
     from tuckertrt.inference.io import probe_ct
     from tuckertrt.inference.outputs import collect_inputs
     from tuckertrt.inference.segment import segment_many
@@ -44,6 +45,7 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     if len(inputs) == 1:
         probe_ct(inputs[0])
     segment_many(inputs, output, [], masks=masks, check_only=True)  # outputs checked before any model loads
+    check_separate([output], model_paths(model_ref) + ([artifacts] if artifacts else []))
     decomposition = (df, min_rank, policy, ranks_file)
     runners = _runners(model_ref, decomposition, download, backend, artifacts, precision, device)
 
