@@ -5,7 +5,8 @@ Each run is a real ``python -m tuckertrt`` process that signals itself at a name
 is published). Afterwards the inputs are byte-identical and the output is the complete previous set or absent;
 after SIGTERM no temporary is left and the exit code is 143. After SIGKILL a temporary folder may stay beside the
 output; the next run that writes there removes it (its process is gone), which the reruns check, and the rerun
-gives the same result as an uninterrupted run.
+(``--resume`` for finetune) gives the same result as an uninterrupted run. A training folder keeps its whole
+checkpoints after an interruption: that is what ``--resume`` continues.
 """
 from __future__ import annotations
 
@@ -98,7 +99,6 @@ def test_interrupted_writes_leave_the_previous_set_or_nothing(baseline, tmp_path
             assert outputs_state(work, command) == outputs_state(baseline, command), label
         elif command in ("export", "build"):
             assert not (work / OUTPUTS[command][0]).exists(), label
-        # a training folder keeps its whole checkpoints for --resume (checked by the finetune test below)
 
     # reruns after SIGKILL (finetune with --resume, from the checkpoint of iteration 2): the same result as the
     # uninterrupted run, and the killed run's temporaries are gone
