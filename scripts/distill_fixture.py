@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--patch", type=int, nargs=3, default=[32, 32, 32])
-    p.add_argument("--layerwise-init", action="store_true")
+    p.add_argument("--init", choices=["data", "none"], default="data")
     p.add_argument("--pseudo-labels", type=float, default=0.0, help="weight of Dice + CE on the teacher's labels")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
     p.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy 2-core machine")
@@ -67,7 +67,7 @@ def main() -> None:
         student = decompose(original, df=args.df)
     options = RecoveryOptions(TrainConfig(iterations=args.iterations, batch_size=args.batch, lr=args.lr,
                                           checkpoint_every=args.checkpoint_every),
-                              patch=tuple(args.patch), layerwise_init=args.layerwise_init,
+                              patch=tuple(args.patch), init=args.init,
                               pseudo_label_weight=args.pseudo_labels)
     kwargs = ({"cts": [DATA / "example_ct.nii.gz"], "distill": True} if args.experiment.endswith("distill")
               else {"dataset": labelled_dataset(Path(tempfile.gettempdir()) / "tuckertrt-fixture-data"),

@@ -79,11 +79,12 @@ def test_build_refuses_bad_input(tmp_path):
     ct_dir.mkdir()
     ct = ct_dir / "ct.nii.gz"
     ct.write_bytes(example_ct().read_bytes())
-    assert_one_line_error(run_cli("build", "fixture-3mm", "--validate", str(ct), "-o", str(ct_dir)), 1,
-                          "contains the input")
+    assert_one_line_error(run_cli("build", "fixture-3mm", "--validate", str(ct), "-o", str(ct_dir)), 2,
+                          "would overwrite the input")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    assert_one_line_error(run_cli("build", "fixture-3mm", "-o", str(tmp_path / "busy")), 1, "not empty")
+    assert_one_line_error(run_cli("build", "fixture-3mm", "-o", str(tmp_path / "busy")), 2,
+                          "was not written by tuckertrt")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
 
 

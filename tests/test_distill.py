@@ -15,8 +15,6 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.models.checkpoint import save_results_folder
 from tuckertrt.training import distill
 from tuckertrt.training.data import load_unlabelled
-from tuckertrt.training.layerwise import fit_layers
-from tuckertrt.training.sampling import Volume
 
 
 @pytest.fixture
@@ -28,32 +26,46 @@ def ct_file(tmp_path):
     return path
 
 
-def test_distill_improves_agreement_on_the_held_out_z_range(tmp_path, ct_file):
+def test_distill_reports_on_the_held_out_z_range(tmp_path, ct_file):
     teacher = tiny_model()  # random weights: its segmentation is arbitrary but not constant
     student = decompose(teacher, df=0.25, min_rank=2)
-    best, report = distill(teacher, student, [ct_file], tmp_path / "out", options=_options(12, batch_size=2))
+    best, report = distill(teacher, student, [ct_file], tmp_path / "out", options=_options(4, batch_size=2))
     json.dumps(report)  # JSON-able as it is
     assert report["mode"] == "distill" and report["compression_ratio"] > 1
     assert report["train_volumes"] == ["scan[train 0:33]"] and report["validation_volumes"] == ["scan[val 33:44]"]
     assert report["original"]["mean_dice"] == 1.0 and report["original"]["voxel_agreement"] == 1.0
-    zero, final = report["zero_shot"], report["recovered"]
-    assert final["voxel_agreement"] >= zero["voxel_agreement"] and final["score"] >= zero["score"]
+    assert report["best_iteration"] in [h["iteration"] for h in report["history"]]
     assert report["per_class_dice"]["recovered"] and report["seconds_per_iteration"] > 0
     assert best.is_decomposed and best.decomposition["ranks"] == student.decomposition["ranks"]
     assert [e["stage"] for e in report["evaluations"]] == ["original", "zero-shot", "distilled"]
 
 
-def test_online_teacher_layerwise_init_and_pseudo_labels(tmp_path, ct_file):
+def test_recovery_improves_held_out_agreement_of_a_trained_model(tmp_path):
+    """Data-aware initialisation and distillation on slices 0–84 of the example CT raise the fixture's DF 0.5
+    agreement with its original on slices 84–112, which recovery never saw, by at least 3 points."""
+    from tuckertrt.data import example_ct
+    from tuckertrt.models import load_model
+    from tuckertrt.training import RecoveryOptions, TrainConfig
+
+    teacher = load_model("fixture-3mm")
+    options = RecoveryOptions(config=TrainConfig(iterations=2, batch_size=1, lr=5e-4, weight_decay=0.0,
+                                                 checkpoint_every=1), patch=(32, 32, 32), progress=False)
+    _, report = distill(teacher, decompose(teacher, df=0.5), [example_ct()], tmp_path / "out", options=options)
+    assert report["validation_volumes"] == ["example_ct[val 84:112]"]
+    assert report["recovered"]["voxel_agreement"] >= report["zero_shot"]["voxel_agreement"] + 0.03, report["recovered"]
+
+
+def test_online_teacher_data_aware_init_and_pseudo_labels(tmp_path, ct_file):
     teacher = tiny_model()
     options = _options(2)
-    options.cache_limit_bytes, options.layerwise_init, options.pseudo_label_weight = 0, True, 1.0
+    options.cache_limit_bytes, options.init, options.pseudo_label_weight = 0, "data", 1.0
     options.config.amp = True  # bfloat16 autocast in the student's and the teacher's forward passes
     _, report = distill(teacher, decompose(teacher, df=0.5), [ct_file.parent], tmp_path / "out", options=options)
     assert report["iterations"] == 2 and report["history"][-1]["train"]["agree"] > 0
     assert "pseudo" in report["history"][-1]["train"]
     before = json.loads((tmp_path / "out" / "zero_shot.json").read_text())
     assert report["zero_shot"]["voxel_agreement"] == before["voxel_agreement"]
-    assert report["layerwise_init"]["voxel_agreement"] == report["history"][0]["voxel_agreement"]
+    assert report["data_aware_init"]["voxel_agreement"] == report["history"][0]["voxel_agreement"]
 
 
 def test_teacher_and_student_must_be_the_same_model(tmp_path, ct_file):
@@ -104,17 +116,6 @@ def test_compressed_model_needs_a_teacher(tmp_path, ct_file, capsys):
     with pytest.raises(SystemExit):
         main(["finetune", str(saved), "--distill", str(ct_file), "-o", str(tmp_path / "out")])
     assert "--teacher" in capsys.readouterr().err
-
-
-def test_layerwise_fit_reduces_each_layers_error(tmp_path):
-    teacher = tiny_model()
-    student = decompose(teacher, df=0.25, min_rank=2)
-    volume = Volume("v", torch.randn(1, 40, 36, 44).numpy())
-    fits = fit_layers(teacher.network, student.network, [volume], (16, 16, 16), seed=0, device="cpu", steps=5)
-    unused_heads = {"decoder.seg_layers.0"}  # deep-supervision head, not run without deep supervision
-    assert set(fits) == set(student.decomposition["ranks"]) - unused_heads
-    assert all(after <= before + 1e-9 for before, after in fits.values())
-    assert sum(after for _, after in fits.values()) < 0.9 * sum(before for before, _ in fits.values())
 
 
 def test_ct_inputs_are_files_dicom_folders_or_folders_of_them(tmp_path, ct_file):

@@ -149,13 +149,18 @@ def test_reexport_replaces_only_an_earlier_export(tmp_path):
     out = tmp_path / "out"
     for _ in range(2):
         export_model(model, out, fp16=False, verify=False, verify_input=patch_for(model))
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [".tuckertrt", "manifest.json", "model.onnx"]
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(TuckerTRTError, match="not empty"):
+    with pytest.raises(TuckerTRTError, match="was not written by tuckertrt"):
         export_model(model, foreign, verify=False, verify_input=patch_for(model))
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    (out / "notes.txt").write_text("a user's file added to an earlier export")
+    with pytest.raises(TuckerTRTError, match=r"holds files tuckertrt did not write \(notes.txt\)"):
+        export_model(model, out, fp16=False, verify=False, verify_input=patch_for(model))
+    assert (out / "notes.txt").read_text().startswith("a user's file")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
 def test_bad_patch_and_outputs(tmp_path):
@@ -205,7 +210,8 @@ def test_cli_export_and_errors(tmp_path, capsys):
     assert_error(cli(capsys, "export", str(folder), "--patch", "18", "32", "32", "-o", str(tmp_path / "b")),
                  "does not fit")
     (tmp_path / "f").write_text("")
-    assert_error(cli(capsys, "export", str(folder), "-o", str(tmp_path / "f")), "not a directory")
+    code, _, err = cli(capsys, "export", str(folder), "-o", str(tmp_path / "f"))  # refused before loading
+    assert code == 2 and "not a folder" in err and err.count("\n") == 1
     assert_error(cli(capsys, "export", str(folder), "-o", "/proc/tuckertrt-test"), "cannot write")
     assert not (tmp_path / "b").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -129,7 +129,10 @@ def test_batch_reports_and_skips_a_failing_case(write_ct, tmp_path, capsys):
     assert code == 1
     assert "broken: FAILED" in err and "1 of 2 cases failed" in err
     assert "good:" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["good.json", "good.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.json", "good.nii.gz", "segment_summary.json"]
+    summary = json.loads((out / "segment_summary.json").read_text())
+    assert (summary["total"], summary["ok"], summary["failed"]) == (2, 1, 1)
+    assert {c["case"]: c["status"] for c in summary["cases"]} == {"broken": "failed", "good": "ok"}
     assert nib.load(out / "good.nii.gz").shape == (40, 36, 16)
 
 

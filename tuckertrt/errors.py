@@ -20,3 +20,7 @@ class MissingDependencyError(TuckerTRTError):
         hint = f"pip install 'tuckertrt[{extra}]'" if extra else f"pip install {package}"
         what = f" (needed for {purpose})" if purpose else ""
         super().__init__(f"{package} is not installed{what}; install it with: {hint}")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised like KeyboardInterrupt, so the same clean-up runs; the CLI exits 143."""

@@ -6,12 +6,16 @@ Subcommands live in one module each and are imported only when invoked (click's 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+import threading
 
 import click
 
 from tuckertrt import __version__
-from tuckertrt.errors import TuckerTRTError
+from tuckertrt.errors import Terminated, TuckerTRTError
+from tuckertrt.fileio import raise_terminated
 
 # command name -> "module:function" (a click.Command) and its one-line help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,21 +57,43 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and a non-zero exit code, never a traceback."""
+    """Entry point: user errors become one line on stderr and a non-zero exit code, never a traceback.
+
+    SIGTERM raises :class:`~tuckertrt.errors.Terminated`, so a scheduler's stop cleans up like Ctrl-C (exit 143)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         cli.main(args=argv, prog_name="tuckertrt", standalone_mode=False)
     except TuckerTRTError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(e.exit_code)
+        _fail(f"Error: {e}", e.exit_code)
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
+        _fail("Aborted.", 130)
+    except click.UsageError as e:  # one line, with where to look, instead of click's usage block
+        where = e.ctx.command_path if e.ctx is not None else "tuckertrt"
+        _fail(f"Error: {e.format_message()} (see '{where} --help')", e.exit_code)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        _fail(f"Error: {e.format_message()}", e.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        _fail("Interrupted.", 130)
+    except Terminated:
+        _fail("Terminated.", 143)
     except MemoryError:
-        click.echo("Error: out of memory", err=True)
-        sys.exit(1)
+        _fail("Error: out of memory", 1)
+    except OSError as e:  # disk full, permission changed mid-run...: the outputs were staged, nothing published
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        _fail(f"Error: {e.strerror or e}{where}", 1)
+    except Exception as e:  # a defect: still one line, the traceback on request
+        if os.environ.get("TUCKERTRT_DEBUG"):
+            raise
+        _fail(f"Error: internal error ({type(e).__name__}: {_one_line(e)}); rerun with TUCKERTRT_DEBUG=1 for "
+              f"the traceback and report it", 1)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else "no message"
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(" ".join(message.split("\n")), err=True)
+    sys.exit(code)

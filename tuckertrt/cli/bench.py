@@ -90,6 +90,7 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
     from tuckertrt.bench import BenchOptions, df_variants, run_bench
     from tuckertrt.bench.variants import checkpoint_variants, latency_variants
     from tuckertrt.bench.report import markdown, profile_markdown
+    from tuckertrt.cli.preflight import check_run_folder, marked_output
     from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
     from tuckertrt.models import load_model
     from tuckertrt.data import example_reference
@@ -106,26 +107,28 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
         options.calibration = load_calibration(calibration or default_calibration())
     if reference and not ct:
         raise UsageError("--reference labels a --ct; give both")
+    check_run_folder(output, [model, *variant_paths], [ct, reference, calibration])
     loaded = load_model(model)
     recovered = checkpoint_variants(loaded, variant_paths)
     patch, label = (ct_patch(loaded.spec, ct_path=ct), f"CT {Path(ct).name}") if ct else default_patch(loaded.spec)
     truth = reference or (None if ct else example_reference())
     truth_patch = None if truth is None else reference_patch(loaded.spec, truth)
-    out = ensure_output_dir(output)
-    all_dfs = sorted({1.0, *dfs}, reverse=True)
-    variants = df_variants(loaded, all_dfs, min_rank, policy) + recovered
-    if optimize == "latency":
-        target_backend, _, target_precision = target.partition(":")
-        if target_backend not in ("openvino", "onnxruntime"):
-            raise UsageError(f"--target {target}: layers can be timed on openvino or onnxruntime")
-        selected = latency_variants(loaded, all_dfs, target_backend, target_precision or "fp32", threads, min_rank,
-                                    log=click.echo)
-        variants += selected
-        for v in selected:
-            write_json_atomic(out / f"selection_{v.key.replace(' ', '_')}.json", v.model.extra["selection"])
-    result = run_bench(variants, options, out, patch, label, log=click.echo, reference_labels=truth_patch)
-    result["model"] = loaded.describe()
-    write_json_atomic(out / "bench.json", result)
-    text = markdown(result) + ("\n" + profile_markdown(result) if profile else "")
-    write_bytes_atomic(out / "bench.md", text.encode())
-    click.echo(text)
+    with marked_output(output):
+        out = ensure_output_dir(output)
+        all_dfs = sorted({1.0, *dfs}, reverse=True)
+        variants = df_variants(loaded, all_dfs, min_rank, policy) + recovered
+        if optimize == "latency":
+            target_backend, _, target_precision = target.partition(":")
+            if target_backend not in ("openvino", "onnxruntime"):
+                raise UsageError(f"--target {target}: layers can be timed on openvino or onnxruntime")
+            selected = latency_variants(loaded, all_dfs, target_backend, target_precision or "fp32", threads, min_rank,
+                                        log=click.echo)
+            variants += selected
+            for v in selected:
+                write_json_atomic(out / f"selection_{v.key.replace(' ', '_')}.json", v.model.extra["selection"])
+        result = run_bench(variants, options, out, patch, label, log=click.echo, reference_labels=truth_patch)
+        result["model"] = loaded.describe()
+        write_json_atomic(out / "bench.json", result)
+        text = markdown(result) + ("\n" + profile_markdown(result) if profile else "")
+        write_bytes_atomic(out / "bench.md", text.encode())
+        click.echo(text)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tuckertrt.cli.options import decomposition_options, download_option, gate_options
+from tuckertrt.cli.preflight import check_new_output_dir, finite, positive_ints
 
 DEFAULT_MODEL = "fixture-3mm"
 
@@ -25,10 +26,10 @@ DEFAULT_MODEL = "fixture-3mm"
 @click.option("--reference", "references", multiple=True, type=click.Path(exists=True),
               help="Ground-truth labels for each --validate CT, in order.")
 @gate_options
-@click.option("--tile-step", default=0.8, show_default=True, type=click.FloatRange(0.1, 1.0))
+@click.option("--tile-step", default=0.8, show_default=True, type=float, callback=finite(0.1, 1.0))
 @click.option("--distill", multiple=True, type=click.Path(exists=True),
               help="Unlabelled CTs to distil the compressed model on before export (repeatable).")
-@click.option("--distill-iterations", default=200, show_default=True)
+@click.option("--distill-iterations", default=200, show_default=True, callback=positive_ints)
 @click.option("--macs", type=float, default=None, help="With --ranks auto: the fraction of the original's "
                                                        "multiply-accumulates to spend.")
 @click.option("--speedup", type=float, default=None, help="With --ranks auto: the measured speedup to reach "
@@ -62,6 +63,7 @@ def build(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
     auto = ranks_file == "auto"
     if (macs is not None or speedup is not None) and not auto:
         raise UsageError("--macs and --speedup go with --ranks auto")
+    check_new_output_dir(output, model, None if auto else ranks_file, [*validate, *references, *distill, *calibrate])
     loaded = load_model(model, download=download)
     options = BuildOptions(
         df=df if df is not None or ranks_file else 0.3, min_rank=min_rank, policy=policy,

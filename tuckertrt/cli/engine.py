@@ -12,6 +12,7 @@ from tuckertrt.engines.compat import RuntimeFacts, compatibility_problems, runti
 from tuckertrt.engines.runtime import TARGETS
 from tuckertrt.engines.sidecar import describe_sidecar, read_sidecar, verify_engine_file
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError, UsageError
+from tuckertrt.fileio import Problems, check_input_file, check_separate, check_writable
 
 
 def _parse_sms(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
@@ -46,6 +47,26 @@ def _parse_version(ctx: click.Context, param: click.Parameter, value: str | None
     return int(major), int(minor.split(".")[0])
 
 
+def check_engine_job(onnx_or_dir: Path, fp16: bool, out_dir: Path, timing_cache: Path | None) -> None:
+    """Pre-flight: a readable ONNX (or export folder holding one) and an output folder that can be written and
+    lies outside the input; all problems in one message."""
+    from tuckertrt.engines.source import ONNX_NAMES, onnx_precision
+
+    problems = Problems()
+    source = onnx_or_dir
+    if onnx_or_dir.is_dir():
+        source = onnx_or_dir / ONNX_NAMES["fp16" if fp16 and (onnx_or_dir / ONNX_NAMES["fp16"]).is_file() else "fp32"]
+    if problems.check(check_input_file, source, "ONNX model") is not None:
+        problems.check(onnx_precision, source)
+    if timing_cache is not None and timing_cache.exists():
+        problems.check(check_input_file, timing_cache, "--timing-cache")
+    problems.check(check_separate, [out_dir], [onnx_or_dir])
+    if out_dir.exists() and not out_dir.is_dir():
+        problems.errors.append(UsageError(f"output {out_dir} exists and is not a folder"))
+    problems.check(check_writable, out_dir / "x")
+    problems.raise_if_any()
+
+
 @click.command()
 @click.argument("onnx_or_dir", metavar="ONNX_OR_DIR", type=click.Path(path_type=Path))
 @click.option("--fp16", is_flag=True, help="Build from the FP16 ONNX (model_fp16.onnx; an FP32 file is converted).")
@@ -72,6 +93,7 @@ def engine(onnx_or_dir: Path, fp16: bool, target: str, sms: tuple[int, ...], wor
            version_compatible: bool, patch: tuple[int, ...] | None, max_batch: int, out_dir: Path,
            as_json: bool) -> None:
     """Build a TensorRT or TensorRT-RTX engine from an ONNX file or an export directory."""
+    check_engine_job(onnx_or_dir, fp16, out_dir, timing_cache)
     options = BuildOptions(target=target, fp16=fp16, workspace_mb=workspace_mb, opt_level=opt_level,
                            timing_cache=timing_cache, hardware_compat=hardware_compat,
                            version_compatible=version_compatible, sms=sms, max_batch=max_batch, patch=patch)

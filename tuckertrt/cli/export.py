@@ -7,6 +7,9 @@ import sys
 import click
 
 from tuckertrt.cli.options import decomposition_options, download_option, model_argument
+from tuckertrt.cli.preflight import check_new_output_dir, positive_ints
+
+MIN_OPSET, MAX_OPSET = 17, 20
 
 
 @click.command("export")
@@ -14,13 +17,14 @@ from tuckertrt.cli.options import decomposition_options, download_option, model_
 @decomposition_options
 @download_option
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="Also write model_fp16.onnx.")
-@click.option("--patch", nargs=3, type=int, default=None, metavar="Z Y X",
+@click.option("--patch", nargs=3, type=int, default=None, metavar="Z Y X", callback=positive_ints,
               help="Static input patch in the network's axis order (default: the model's patch size).")
-@click.option("--dynamic-batch", type=int, default=None, metavar="MAX",
+@click.option("--dynamic-batch", type=int, default=None, metavar="MAX", callback=positive_ints,
               help="Make the batch axis dynamic (up to MAX, recorded for engine profiles).")
 @click.option("--simplifier", type=click.Choice(["onnxsim", "onnxslim", "none"]), default="onnxsim",
               show_default=True)
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=17, show_default=True,
+              help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}: the TorchScript exporter's range with opset-17 norms).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare torch vs ONNX FP32 and FP32 vs FP16 on a real CT patch; results go in the manifest.")
 @click.option("-o", "--output", default=None,
@@ -34,6 +38,8 @@ def export(model: str, df: float | None, min_rank: int, policy: str, ranks_file:
     from tuckertrt.graph import export_model
     from tuckertrt.models import load_model
 
+    if output:
+        check_new_output_dir(output, model, ranks_file)
     loaded = decomposed_as_asked(load_model(model, download=download), df, min_rank, policy, ranks_file)
     result = export_model(loaded, output, patch=patch or None, fp16=fp16, simplifier=simplifier,
                           dynamic_batch=dynamic_batch, opset=opset, verify=verify)

@@ -34,7 +34,19 @@ policy_option = click.option("--policy", type=click.Choice(["default", "paper"])
 ranks_option = click.option("--ranks", "ranks_file", default=None, metavar="FILE|energy:F|vbmf",
                             help="Per-layer ranks instead of --df: a JSON file {layer: [r_in, r_out] | 'keep'}, "
                                  "energy:F (keep F of each kernel's channel energy, e.g. energy:0.9) or vbmf.")
-download_option = click.option("--download", is_flag=True, help="Download missing TotalSegmentator weights.")
+def _expect_sha256(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    if value:
+        from tuckertrt.models.totalseg import expect_sha256
+
+        expect_sha256(value)
+
+
+def download_option(command):
+    """--download, and --sha256 to check what it downloads."""
+    command = click.option("--sha256", multiple=True, expose_value=False, callback=_expect_sha256,
+                           metavar="[ID=]HEX", help="Expected sha256 of the downloaded weights archive "
+                                                    "(ID=HEX per TotalSegmentator dataset id; repeatable).")(command)
+    return click.option("--download", is_flag=True, help="Download missing TotalSegmentator weights.")(command)
 
 
 def decomposition_options(command):

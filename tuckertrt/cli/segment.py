@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tuckertrt.cli.options import decomposition_options, download_option
+from tuckertrt.cli.preflight import check_device, finite, model_paths
 from tuckertrt.errors import UsageError
 
 BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
@@ -24,7 +25,7 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
               help="For onnxruntime/openvino: an export folder (with manifest.json) or .onnx file; "
                    "for tensorrt: an engine file.")
 @click.option("--precision", default="fp32", show_default=True, help="Backend precision (fp32, fp16, bf16...).")
-@click.option("--tile-step", type=click.FloatRange(0.05, 1.0), default=0.8, show_default=True,
+@click.option("--tile-step", type=float, default=0.8, show_default=True, callback=finite(0.05, 1.0),
               help="Sliding-window step as a fraction of the patch (TotalSegmentator total: 0.8).")
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
@@ -34,10 +35,17 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
     Exits 1 if any case failed (the others are still written)."""
+    from tuckertrt.fileio import check_separate
+    from tuckertrt.inference.io import probe_ct
     from tuckertrt.inference.outputs import collect_inputs
     from tuckertrt.inference.segment import segment_many
 
     inputs = collect_inputs(ct)
+    check_device(device)
+    if len(inputs) == 1:
+        probe_ct(inputs[0])
+    segment_many(inputs, output, [], masks=masks, check_only=True)  # outputs checked before any model loads
+    check_separate([output], model_paths(model_ref) + ([artifacts] if artifacts else []))
     decomposition = (df, min_rank, policy, ranks_file)
     runners = _runners(model_ref, decomposition, download, backend, artifacts, precision, device)
 

@@ -6,6 +6,7 @@ import json
 import click
 
 from tuckertrt.cli.options import decomposed_as_asked, decomposition_options, download_option, model_argument
+from tuckertrt.cli.preflight import check_new_model_file
 
 
 def format_table(report: dict) -> str:
@@ -64,6 +65,7 @@ def decompose_cmd(model: str, df: float | None, min_rank: int, policy: str, rank
 
     if df is None and ranks_file is None:
         raise UsageError("give --df or --ranks")
+    check_new_model_file(output, model, ranks_file)
     loaded = load_model(model, download=download)
     ranks = rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None
     result = decompose(loaded, df=df, min_rank=min_rank, policy=policy, ranks=ranks, hooi_iters=hooi_iters)

@@ -9,6 +9,7 @@ import click
 
 from tuckertrt.cli.options import (df_option, download_option, min_rank_option, model_argument, policy_option,
                                    ranks_option)
+from tuckertrt.cli.preflight import check_device, check_run_folder, finite, marked_output, positive_ints
 
 DEFAULT_VARIANCE_DF = 0.3
 
@@ -23,26 +24,28 @@ def _training_options(f: Callable) -> Callable:
                      help="Distil from the uncompressed model on CTS (NIfTI files, DICOM folders, folders of "
                           "them) and on the dataset's images."),
         click.option("--teacher", default=None, help="The uncompressed model, when MODEL is already compressed."),
-        click.option("--iterations", type=int, default=250, show_default=True),
-        click.option("--batch-size", type=int, default=2, show_default=True),
-        click.option("--lr", type=float, default=None,
+        click.option("--iterations", type=int, default=250, show_default=True, callback=positive_ints),
+        click.option("--batch-size", type=int, default=2, show_default=True, callback=positive_ints),
+        click.option("--lr", type=float, default=None, callback=finite(0.0, low_open=True),
                      help="AdamW learning rate (the peak, with --schedule poly). Default: 5e-4 when distilling, "
                           "1e-5 (the paper's) for labelled fine-tuning."),
         click.option("--schedule", type=click.Choice(["constant", "poly"]), default=None,
                      help="constant (the paper's recipe) or nnU-Net's poly decay over --iterations. Default: "
                           "poly when distilling, constant for labelled fine-tuning."),
         click.option("--amp", is_flag=True, help="bfloat16 autocast in the forward passes (mixed precision)."),
-        click.option("--weight-decay", type=float, default=None,
+        click.option("--weight-decay", type=float, default=None, callback=finite(0.0),
                      help="Default: 0 when distilling, 3e-5 (the paper's) for labelled fine-tuning."),
-        click.option("--patch", type=int, nargs=3, default=None, help="Training crop (default: the model's patch)."),
-        click.option("--checkpoint-every", type=int, default=50, show_default=True),
-        click.option("--patience", type=int, default=None, help="Stop after this many checkpoints without "
-                                                                "improvement on the held-out part."),
-        click.option("--val-fraction", type=float, default=0.25, show_default=True,
+        click.option("--patch", type=int, nargs=3, default=None, callback=positive_ints,
+                     help="Training crop (default: the model's patch)."),
+        click.option("--checkpoint-every", type=int, default=50, show_default=True, callback=positive_ints),
+        click.option("--patience", type=int, default=None, callback=positive_ints,
+                     help="Stop after this many checkpoints without improvement on the held-out part."),
+        click.option("--val-fraction", type=float, default=0.25, show_default=True, callback=finite(0.0, 0.9),
                      help="Held out for validation: this share of the cases, or of one CT's slices; 0 "
                           "validates on the training data itself (in-sample)."),
-        click.option("--temperature", type=float, default=2.0, show_default=True),
-        click.option("--pseudo-labels", type=float, default=None,
+        click.option("--temperature", type=float, default=2.0, show_default=True,
+                     callback=finite(0.0, low_open=True)),
+        click.option("--pseudo-labels", type=float, default=None, callback=finite(0.0),
                      help="Weight of Dice + CE on the teacher's segmentation of unlabelled CTs (with --distill). "
                           "Default: 1."),
         click.option("--init", "init", type=click.Choice(["data", "none"]), default="data", show_default=True,
@@ -67,6 +70,7 @@ def _recovery_options(kw: dict[str, Any]):
     from tuckertrt.training import RecoveryOptions, TrainConfig
     from tuckertrt.training.recovery import recipe
 
+    check_device(kw["device"])
     if kw["layerwise_init"]:
         click.echo("warning: --layerwise-init is deprecated; the data-aware initialisation (--init data) is the "
                    "default", err=True)
@@ -92,8 +96,9 @@ def _train_and_report(original, student, kw: dict[str, Any], after_step=None) ->
     if kw["distill"] and not (kw["cts"] or kw["dataset"]):
         raise UsageError("--distill needs CTS or --data")
     options = _recovery_options(kw)
-    _, report = recover(original, student, kw["output"], dataset=kw["dataset"], cts=kw["cts"],
-                        distill=kw["distill"], options=options, resume=kw["resume"], after_step=after_step)
+    with marked_output(kw["output"]):
+        _, report = recover(original, student, kw["output"], dataset=kw["dataset"], cts=kw["cts"],
+                            distill=kw["distill"], options=options, resume=kw["resume"], after_step=after_step)
     zero, final = report["zero_shot"], report["recovered"]
     click.echo(f"{report['mode']}: CR {report['compression_ratio']:.2f}, {report['iterations']} iterations in "
                f"{report['seconds']:.0f} s; held out: {', '.join(report['validation_volumes'])} (reference: "
@@ -127,16 +132,23 @@ def _load_pair(model: str, kw: dict[str, Any], download: bool):
 def variance(model: str, df: float | None, min_rank: int, download: bool, output: str) -> None:
     """Explained variance of every conv kernel over all (rank_in, rank_out): a heatmap per layer, a summary
     plot at the chosen DF (default 0.3), variance.json and the full grids in variance.npz."""
-    import numpy as np
-
-    from tuckertrt.fileio import atomic_path, ensure_output_dir, write_json_atomic
     from tuckertrt.models import load_model
-    from tuckertrt.toolkit import plots
     from tuckertrt.toolkit.variance import layer_variances
 
     df = df or DEFAULT_VARIANCE_DF
+    check_run_folder(output, [model], [])
     loaded = load_model(model, download=download)
     layers = layer_variances(loaded, df, min_rank)
+    with marked_output(output):
+        _write_variance(loaded, layers, df, min_rank, output)
+
+
+def _write_variance(loaded, layers, df: float, min_rank: int, output: str) -> None:
+    import numpy as np
+
+    from tuckertrt.fileio import atomic_path, ensure_output_dir, write_json_atomic
+    from tuckertrt.toolkit import plots
+
     out = ensure_output_dir(output)
     (out / "layers").mkdir(exist_ok=True)
     for i, layer in enumerate(layers):
@@ -172,6 +184,7 @@ def finetune(model: str, df: float | None, min_rank: int, policy: str, ranks_fil
     from tuckertrt.toolkit.pruning import PruningMasks
 
     _recovery_options(kw)  # validate the training settings before loading anything
+    check_run_folder(kw["output"], [model, kw["teacher"]], [kw["dataset"], *kw["cts"]], ranks_file)
     original, compressed, loaded = _load_pair(model, kw, download)
     if compressed is None:
         if df is None and ranks_file is None:
@@ -207,6 +220,7 @@ def prune(model: str, amount: float | None, df: float | None, match_df: float | 
     train = bool(kw["dataset"] or kw["cts"] or kw["distill"])
     if train:
         _recovery_options(kw)
+    check_run_folder(kw["output"], [model, kw["teacher"]], [kw["dataset"], *kw["cts"]])
     original, compressed, loaded = _load_pair(model, kw, download)
     if compressed is not None:
         raise UsageError(f"{model} is already compressed; prune the original model")
@@ -222,9 +236,10 @@ def prune(model: str, amount: float | None, df: float | None, match_df: float | 
     if train:
         _train_and_report(original, pruned, kw, masks.apply)
         return
-    out = ensure_output_dir(kw["output"])
-    save_decomposed(pruned, out / "model.pt")
-    write_json_atomic(out / "report.json", {"schema": "tuckertrt-prune/1", "model": loaded.name, **info})
+    with marked_output(kw["output"]):
+        out = ensure_output_dir(kw["output"])
+        save_decomposed(pruned, out / "model.pt")
+        write_json_atomic(out / "report.json", {"schema": "tuckertrt-prune/1", "model": loaded.name, **info})
     click.echo(f"wrote {out / 'model.pt'}")
 
 
@@ -239,6 +254,8 @@ def report(runs: tuple[str, ...], metric: str, alpha: float, output: str) -> Non
     from the JSON results of finetune/prune (report.json) and bench (bench.json)."""
     from tuckertrt.toolkit.report import build_report
 
-    summary = build_report(runs, output, metric, alpha)
+    check_run_folder(output, [], runs)
+    with marked_output(output):
+        summary = build_report(runs, output, metric, alpha)
     click.echo(json.dumps({"runs": [r["label"] for r in summary["runs"]], "figures": summary["figures"]},
                           indent=1))

@@ -39,7 +39,11 @@ def load_rank_file(path: str | Path) -> dict[str, RankValue]:
         raise TuckerTRTError(f"rank file not found: {path}") from None
     except json.JSONDecodeError as e:
         raise TuckerTRTError(f"rank file {path} is not valid JSON: {e}") from None
-    return raw.get("ranks", raw) if isinstance(raw, dict) else raw
+    ranks = raw.get("ranks", raw) if isinstance(raw, dict) else raw
+    if not isinstance(ranks, dict):
+        raise TuckerTRTError(f"rank file {path} must hold an object {{layer: [r_in, r_out] | \"keep\"}}, "
+                             f"not a {type(ranks).__name__}")
+    return ranks
 
 
 def rank_spec(value: str, network: nn.Module, min_rank: int = 8) -> dict[str, RankValue]:

@@ -233,7 +233,6 @@ def build_engine(onnx_or_dir: str | Path, out_dir: str | Path = "engines",
     options.validate()
     trt = import_tensorrt(options.target)
     gpu = _trt_gpu(trt, options) if options.target == "trt" else None
-    out_dir = ensure_output_dir(out_dir)
     with tempfile.TemporaryDirectory(prefix="tuckertrt-engine-") as scratch:
         source = resolve_source(onnx_or_dir, options.fp16, Path(scratch))
         sms = [gpu.sm] if gpu else _rtx_targets(trt, options, source.precision)
@@ -253,8 +252,9 @@ def build_engine(onnx_or_dir: str | Path, out_dir: str | Path = "engines",
         data = bytes(serialized)
         name = engine_filename(source.model, source.df, source.precision, sms, ENGINE_TAGS[options.target],
                                version_of(trt), options.hardware_compat, options.version_compatible)
-        engine = out_dir / name
+        engine = Path(out_dir) / name
         sidecar = _sidecar(trt, engine, data, source, options, sms, gpu, network, config, profile, seconds)
+    ensure_output_dir(out_dir)  # created only once there is an engine to put in it
     with atomic_path(engine) as tmp:
         tmp.write_bytes(data)
         write_json_atomic(sidecar_path(engine), sidecar)

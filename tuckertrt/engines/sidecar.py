@@ -9,6 +9,11 @@ from tuckertrt.fileio import read_json, sha256_file
 
 SIDECAR_FORMAT = "tuckertrt-engine/1"
 AHEAD_OF_TIME = "ahead-of-time, no GPU"
+# The sidecar fields other code reads, and the JSON type each must have.
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "engine_bytes": int, "engine_sha256": str, "target": str, "tensorrt": dict, "flags": dict, "input": dict,
+    "gpu": (dict, str, type(None)), "compute_capabilities": list, "profile": (dict, type(None)),
+}
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -28,6 +33,9 @@ def read_sidecar(engine: str | Path) -> dict[str, Any]:
     sidecar = read_json(path, "engine sidecar")
     if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
         raise TuckerTRTError(f"{path} is not a {SIDECAR_FORMAT} sidecar")
+    wrong = [key for key, kind in _FIELD_TYPES.items() if key in sidecar and not isinstance(sidecar[key], kind)]
+    if wrong:
+        raise TuckerTRTError(f"engine sidecar {path} is malformed: wrong type for {', '.join(wrong)}")
     return sidecar
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from tuckertrt.backends.ort_runner import ONNX_FILES
 from tuckertrt.errors import TuckerTRTError
-from tuckertrt.fileio import atomic_dir, ensure_output_dir
+from tuckertrt.fileio import atomic_dir, check_replaceable, ensure_output_dir
 from tuckertrt.graph import manifest as mf
 from tuckertrt.graph.fp16 import to_fp16
 from tuckertrt.graph.simplify import SIMPLIFY_TOLERANCE, check_simplifier, simplify
@@ -187,9 +187,7 @@ def _check_out_dir(out_dir: Path) -> None:
     """Refuse a file, an unwritable place, or a non-empty directory that is not an earlier export."""
     if out_dir.exists() and not out_dir.is_dir():
         raise TuckerTRTError(f"output path {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / mf.MANIFEST_NAME).is_file():
-        raise TuckerTRTError(f"output directory {out_dir} is not empty and holds no tuckertrt export; "
-                             f"choose a new or empty directory")
+    check_replaceable(out_dir)  # absent, empty, or an earlier export holding only tuckertrt's files
     parent = ensure_output_dir(out_dir.parent)
     try:  # os.access says yes to root everywhere; only a real write tells (e.g. /proc, read-only mounts)
         Path(tempfile.mkdtemp(prefix=".tuckertrt-probe-", dir=parent)).rmdir()

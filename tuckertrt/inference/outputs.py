@@ -1,18 +1,25 @@
-"""Where segmentation results go, a guard against overwriting inputs, and atomic writing of a result."""
+"""Where segmentation results go, the pre-flight checks that keep inputs and foreign files safe, and the
+publishing of one case's outputs (labels, sidecar, masks) as a set."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from tuckertrt.errors import TuckerTRTError, UsageError
-from tuckertrt.fileio import atomic_dir, write_json_atomic
+from tuckertrt.fileio import (Problems, check_replaceable, check_replaceable_file, check_separate, check_writable,
+                              discard_temporary, make_staging_dir, publish, safe_name, write_json_atomic)
 from tuckertrt.inference.io import is_nifti, strip_nifti_suffix, write_label_nifti
 
 if TYPE_CHECKING:
     from tuckertrt.inference.segment import SegmentationResult
+
+SIDECAR_FORMAT = "tuckertrt-segmentation/1"
+SUMMARY_NAME = "segment_summary.json"
+SUMMARY_FORMAT = "tuckertrt-segment-summary/1"
 
 
 @dataclass(frozen=True)
@@ -34,9 +41,31 @@ class CaseOutputs:
     def masks_dir(self) -> Path:
         return self.labels.with_name(self.stem)
 
-    def planned_files(self, class_names: Iterable[str], masks: bool) -> list[Path]:
-        files = [self.labels, self.sidecar]
-        return files + ([self.masks_dir / f"{name}.nii.gz" for name in class_names] if masks else [])
+    def paths(self, masks: bool) -> list[Path]:
+        return [self.labels, self.sidecar] + ([self.masks_dir] if masks else [])
+
+    def written_before(self) -> bool:
+        """Whether the labels and sidecar present now were written by tuckertrt (its sidecar says so)."""
+        try:
+            sidecar = json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(sidecar, dict) and (sidecar.get("format") == SIDECAR_FORMAT
+                                              or {"runners", "tiles", "labels"} <= set(sidecar))
+
+
+def mask_file_names(class_names: dict[int, str]) -> dict[int, str]:
+    """``<class>.nii.gz`` per label with the name reduced to a safe file-name alphabet (unique: a clash gets the
+    label id appended)."""
+    names: dict[int, str] = {}
+    used: set[str] = set()
+    for label, name in class_names.items():
+        base = safe_name(name, fallback=f"label_{label}")
+        if base.lower() in used:
+            base = f"{base}_{label}"
+        used.add(base.lower())
+        names[label] = f"{base}.nii.gz"
+    return names
 
 
 def case_name(source: Path) -> str:
@@ -44,7 +73,7 @@ def case_name(source: Path) -> str:
 
 
 def case_outputs(source: Path, out_dir: Path) -> CaseOutputs:
-    return CaseOutputs(case_name(source), out_dir / f"{case_name(source)}.nii.gz")
+    return CaseOutputs(case_name(source), out_dir / f"{safe_name(case_name(source), 'case')}.nii.gz")
 
 
 def collect_inputs(path: str | Path) -> list[Path]:
@@ -53,29 +82,39 @@ def collect_inputs(path: str | Path) -> list[Path]:
     path = Path(path)
     if not path.exists():
         raise TuckerTRTError(f"input not found: {path}")
+    if not path.is_file() and not path.is_dir():
+        raise TuckerTRTError(f"input {path} is not a regular file or folder")
     if path.is_file():
         return [path]
-    niftis = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
+    try:
+        entries = sorted(path.iterdir())
+    except OSError as e:
+        raise TuckerTRTError(f"cannot list the input folder {path}: {e.strerror or e}") from None
+    niftis = [p for p in entries if p.is_file() and is_nifti(p)]
     if not niftis:
         return [path]
-    return niftis + sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return niftis + [p for p in entries if p.is_dir() and not p.name.startswith(".")]
 
 
-def check_not_overwriting_inputs(outputs: Iterable[CaseOutputs], inputs: Iterable[Path],
-                                 class_names: Iterable[str], masks: bool) -> None:
-    """Refuse outputs that would replace an input file or land inside an input (DICOM) folder."""
-    names = list(class_names)
-    input_files, input_dirs = set(), set()
-    for p in inputs:
-        resolved = Path(p).resolve()
-        (input_dirs if resolved.is_dir() else input_files).add(resolved)
+def check_outputs(outputs: Iterable[CaseOutputs], inputs: Iterable[Path], masks: bool,
+                  summary: Path | None = None) -> None:
+    """Pre-flight: every output lies outside every input, replaces only earlier tuckertrt outputs and can be
+    written. All problems are reported together."""
+    outputs, inputs = list(outputs), list(inputs)
+    problems = Problems()
+    paths = [p for out in outputs for p in out.paths(masks)] + ([summary] if summary else [])
+    problems.check(check_separate, paths, inputs)
     for out in outputs:
-        for f in out.planned_files(names, masks):
-            target = f.resolve()
-            if target in input_files or target in input_dirs:
-                raise UsageError(f"output {f} would overwrite the input {target}; choose another output path")
-            if any(d in target.parents for d in input_dirs):
-                raise UsageError(f"output {f} would be written into the input DICOM folder {target.parent}")
+        ours = out.written_before()
+        problems.check(check_replaceable_file, out.labels, ours)
+        problems.check(check_replaceable_file, out.sidecar, ours)
+        if masks:
+            problems.check(check_replaceable, out.masks_dir)
+    if summary is not None:
+        problems.check(check_replaceable_file, summary, _is_summary(summary))
+    if outputs:
+        problems.check(check_writable, outputs[0].labels)
+    problems.raise_if_any()
 
 
 def output_plan(inputs: list[Path], out: Path) -> list[CaseOutputs]:
@@ -96,15 +135,43 @@ def output_plan(inputs: list[Path], out: Path) -> list[CaseOutputs]:
 
 
 def save_result(result: "SegmentationResult", labels_path: Path, masks: bool) -> list[Path]:
-    """Write the multilabel NIfTI (+ names in a header extension), the JSON sidecar and optional masks."""
+    """Write the multilabel NIfTI (+ names in a header extension), the JSON sidecar and optional masks as one
+    set: staged beside the destination, then published together (an interrupt leaves the previous set)."""
     out = CaseOutputs(result.case, labels_path)
-    written = [write_label_nifti(labels_path, result.labels, result.image, result.class_names)]
+    ours = out.written_before()
+    check_replaceable_file(out.labels, ours)
+    check_replaceable_file(out.sidecar, ours)
     if masks:
-        with atomic_dir(out.masks_dir) as tmp:
-            for label, name in result.class_names.items():
+        check_replaceable(out.masks_dir)
+    staging = make_staging_dir(labels_path)
+    try:
+        staged_labels = "labels.nii.gz" if labels_path.name.lower().endswith(".gz") else "labels.nii"
+        write_label_nifti(staging / staged_labels, result.labels, result.image, result.class_names)
+        if masks:
+            (staging / "masks").mkdir()
+            for label, file_name in mask_file_names(result.class_names).items():
                 mask = (result.labels == label).astype(np.uint8)
-                write_label_nifti(tmp / f"{name}.nii.gz", mask, result.image)
-        written.append(out.masks_dir)
-    summary = {**result.summary(), "output": str(labels_path), "masks": str(out.masks_dir) if masks else None}
-    written.append(write_json_atomic(out.sidecar, summary))
-    return written
+                write_label_nifti(staging / "masks" / file_name, mask, result.image)
+        summary = {"format": SIDECAR_FORMAT, **result.summary(), "output": str(labels_path),
+                   "masks": str(out.masks_dir) if masks else None}
+        write_json_atomic(staging / "sidecar.json", summary)
+        moves = {**({"masks": out.masks_dir} if masks else {}), staged_labels: out.labels, "sidecar.json": out.sidecar}
+        publish(staging, moves)
+    except BaseException as e:
+        discard_temporary(staging, labels_path, e)
+        raise
+    return [out.labels] + ([out.masks_dir] if masks else []) + [out.sidecar]
+
+
+def _is_summary(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == SUMMARY_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_summary(path: Path, cases: list[dict[str, Any]]) -> Path:
+    """The cohort's per-case status (``ok``/``failed`` with the reason), rewritten atomically after each case."""
+    failed = sum(c["status"] == "failed" for c in cases)
+    return write_json_atomic(path, {"format": SUMMARY_FORMAT, "cases": cases, "total": len(cases),
+                                    "ok": len(cases) - failed, "failed": failed})

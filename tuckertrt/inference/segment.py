@@ -11,8 +11,8 @@ import numpy as np
 
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph.head import LinearHead
-from tuckertrt.inference.io import CTImage, label_dtype, read_ct
-from tuckertrt.inference.outputs import check_not_overwriting_inputs, output_plan, save_result
+from tuckertrt.inference.io import CTImage, is_nifti, label_dtype, read_ct
+from tuckertrt.inference.outputs import SUMMARY_NAME, check_outputs, output_plan, save_result, write_summary
 from tuckertrt.inference.preprocess import labels_to_input_grid, normalize_ct, to_network_grid
 from tuckertrt.inference.sliding_window import sliding_window_argmax, sliding_window_features_argmax
 from tuckertrt.models.spec import ModelSpec
@@ -178,17 +178,23 @@ class BatchResult:
 def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                  models: RunnerLike | Sequence[RunnerLike], tile_step: float = DEFAULT_TILE_STEP,
                  masks: bool = False, progress: bool = False, keep_going: bool = True,
-                 on_case: Callable[[str, str | None], None] | None = None) -> BatchResult:
+                 on_case: Callable[[str, str | None], None] | None = None, *, summary: bool = True,
+                 check_only: bool = False) -> BatchResult:
     """Segment CTs case by case into ``out_dir`` (or into the ``.nii.gz`` file ``out_dir`` names for a single
     input). A failing case is recorded and skipped (``keep_going``) or raised. Outputs that would overwrite an
-    input are refused before anything runs."""
+    input or a file tuckertrt did not write are refused before anything runs (``check_only``: only that).
+    With a folder ``out_dir`` and ``summary``, each case's status goes to ``segment_summary.json`` there."""
     inputs = [Path(p) for p in inputs]
-    runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
     plan = output_plan(inputs, Path(out_dir))
-    class_names = [n for r in runners for k, n in r.spec.labels.items() if k != 0]
-    check_not_overwriting_inputs(plan, inputs, class_names, masks)
+    summary_path = Path(out_dir) / SUMMARY_NAME if summary and not is_nifti(Path(out_dir)) else None
+    check_outputs(plan, inputs, masks, summary_path)
     result = BatchResult()
+    if check_only:
+        return result
+    runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    statuses: list[dict[str, Any]] = []
     for path, dest in zip(inputs, plan):
+        start = time.perf_counter()
         try:
             seg = segment_volume(path, runners, tile_step, progress)
             result.written[dest.case] = seg.save(dest.labels, masks)
@@ -201,6 +207,11 @@ def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike
                     raise TuckerTRTError(f"{dest.case}: {error}") from None
                 raise
             result.failed[dest.case] = error
+        statuses.append({"case": dest.case, "input": str(path), "status": "failed" if error else "ok",
+                         "error": error, "outputs": [str(p) for p in result.written.get(dest.case, [])],
+                         "seconds": round(time.perf_counter() - start, 3)})
+        if summary_path is not None:
+            write_summary(summary_path, statuses)
         if on_case:
             on_case(dest.case, error)
     return result

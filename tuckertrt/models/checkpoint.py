@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from tuckertrt.errors import TuckerTRTError
-from tuckertrt.fileio import atomic_path, read_json, sha256_file, write_json_atomic
+from tuckertrt.fileio import atomic_path, check_input_file, read_json, sha256_file, write_json_atomic
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.models.plans import architecture, configuration, model_spec
 
@@ -39,6 +39,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     safe = [core.scalar, core._reconstruct, np.ndarray, np.dtype, (core.scalar, "numpy.core.multiarray.scalar"),
             (core._reconstruct, "numpy.core.multiarray._reconstruct"),
             *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)}]
+    check_input_file(path, "checkpoint")
     try:
         with torch.serialization.safe_globals(safe):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)

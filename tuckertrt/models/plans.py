@@ -2,10 +2,11 @@
 ``architecture`` entry of nnU-Net >= 2.3) into an architecture description and a :class:`ModelSpec`."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.models.spec import IntensityProperties, ModelSpec
@@ -33,7 +34,7 @@ class Architecture:
         try:
             return cls(input_channels=input_channels, num_classes=num_classes,
                        deep_supervision=deep_supervision, **kwargs)
-        except (TypeError, ValueError, AssertionError) as e:
+        except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError) as e:
             raise TuckerTRTError(f"cannot build {self.class_path.rsplit('.', 1)[-1]} from the plans: {e}") from None
 
 
@@ -47,14 +48,31 @@ def import_dotted(path: str):
         raise TuckerTRTError(f"plans name {path}, which cannot be imported") from None
 
 
+@contextlib.contextmanager
+def _malformed(what: str) -> Iterator[None]:
+    """Turn a missing key or a value of the wrong type in plans/dataset JSON into a one-line error."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        detail = f"missing key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise TuckerTRTError(f"{what} is malformed ({str(detail).splitlines()[0][:160]})") from None
+
+
 def configuration(plans: dict, name: str = "3d_fullres") -> dict:
     """Resolve a configuration, following nnU-Net's ``inherits_from``."""
+    with _malformed("plans.json"):
+        return _configuration(plans, name, ())
+
+
+def _configuration(plans: dict, name: str, seen: tuple[str, ...]) -> dict:
+    if name in seen:
+        raise TuckerTRTError(f"plans configurations inherit in a cycle: {' -> '.join((*seen, name))}")
     configs = plans.get("configurations")
     if not isinstance(configs, dict) or name not in configs:
         raise TuckerTRTError(f"plans have no configuration '{name}' (have: {sorted(configs or {})})")
     cfg = dict(configs[name])
     if "inherits_from" in cfg:
-        parent = configuration(plans, cfg.pop("inherits_from"))
+        parent = _configuration(plans, cfg.pop("inherits_from"), (*seen, name))
         parent.update(cfg)
         cfg = parent
     return cfg
@@ -62,6 +80,11 @@ def configuration(plans: dict, name: str = "3d_fullres") -> dict:
 
 def architecture(cfg: dict) -> Architecture:
     """The architecture entry (new format) or its reconstruction from the old keys, as nnU-Net >= 2.3 does."""
+    with _malformed("plans.json"):
+        return _architecture(cfg)
+
+
+def _architecture(cfg: dict) -> Architecture:
     if "architecture" in cfg:
         arch = cfg["architecture"]
         return Architecture(arch["network_class_name"], dict(arch["arch_kwargs"]),
@@ -114,6 +137,11 @@ def labels_from_dataset(dataset: dict) -> dict[int, str]:
 
 
 def model_spec(name: str, plans: dict, dataset: dict, config_name: str = "3d_fullres") -> ModelSpec:
+    with _malformed("plans.json/dataset.json"):
+        return _model_spec(name, plans, dataset, config_name)
+
+
+def _model_spec(name: str, plans: dict, dataset: dict, config_name: str) -> ModelSpec:
     cfg = configuration(plans, config_name)
     arch = architecture(cfg)
     labels = labels_from_dataset(dataset)

@@ -11,11 +11,15 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuckertrt.errors import TuckerTRTError
+from tuckertrt.errors import TuckerTRTError, UsageError
 from tuckertrt.fileio import atomic_dir, sha256_file
 from tuckertrt.models.checkpoint import is_results_folder
 
 RELEASE_URL = "https://github.com/wasserth/TotalSegmentator/releases/download/v2.0.0-weights"
+# sha256 of each release archive, by dataset id. An archive with a pinned hash is refused when it differs;
+# hashes are added here once obtained from a trusted download (``--sha256`` meanwhile).
+PINNED_SHA256: dict[int, str] = {}
+_USER_SHA256: dict[int | None, str] = {}
 
 
 @dataclass(frozen=True)
@@ -64,17 +68,35 @@ def download_url(model: TSModel) -> str:
     return f"{base}/{model.folder}.zip"
 
 
+def expect_sha256(values: tuple[str, ...]) -> None:
+    """Hashes given on the command line (``--sha256 HEX`` for one archive, ``--sha256 ID=HEX`` per dataset id);
+    they take precedence over :data:`PINNED_SHA256`."""
+    for value in values:
+        key, _, digest = value.rpartition("=")
+        digest = digest.strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or (key and not key.isdigit()):
+            raise UsageError(f"--sha256 takes 64 hex digits, optionally after a dataset id (297=...), got {value!r}")
+        _USER_SHA256[int(key) if key else None] = digest
+
+
+def pinned_sha256(model: TSModel) -> str | None:
+    return _USER_SHA256.get(model.dataset_id) or _USER_SHA256.get(None) or PINNED_SHA256.get(model.dataset_id)
+
+
 def download(model: TSModel, root: Path | None = None, expected_sha256: str | None = None,
              timeout: float = 60.0) -> Path:
-    """Fetch the official weights zip, check its size (and sha256 if given), unpack it atomically."""
+    """Fetch the official weights zip, check its size and sha256 (given, ``--sha256`` or pinned), unpack it
+    atomically."""
     root = root or weights_dir()
     root.mkdir(parents=True, exist_ok=True)
     url = download_url(model)
+    expected = expected_sha256 or pinned_sha256(model)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
         zip_path = Path(tmp) / f"{model.folder}.zip"
         _fetch(url, zip_path, timeout)
-        if expected_sha256 and sha256_file(zip_path) != expected_sha256:
-            raise TuckerTRTError(f"checksum mismatch for {url}: expected sha256 {expected_sha256}")
+        if expected and sha256_file(zip_path) != expected.lower():
+            raise TuckerTRTError(f"checksum mismatch for {url}: expected sha256 {expected}, got "
+                                 f"{sha256_file(zip_path)}")
         _unpack(zip_path, root / model.folder)
     folder = results_folder(model, root)
     if folder is None:
@@ -111,7 +133,7 @@ def _unpack(zip_path: Path, dest: Path) -> None:
                 for info in z.infolist():
                     rel = info.filename[len(prefix):]
                     target = (tmp / rel).resolve()
-                    if not rel or not str(target).startswith(str(tmp.resolve())):
+                    if not rel or not target.is_relative_to(tmp.resolve()) or target == tmp.resolve():
                         continue  # the prefix dir itself, or a path escaping the folder
                     if info.is_dir():
                         target.mkdir(parents=True, exist_ok=True)

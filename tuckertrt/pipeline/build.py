@@ -20,7 +20,7 @@ from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.accounting import totals
 from tuckertrt.decomposition.serialize import save_decomposed
 from tuckertrt.errors import TuckerTRTError, UsageError
-from tuckertrt.fileio import atomic_dir, write_json_atomic
+from tuckertrt.fileio import atomic_dir, check_replaceable, write_json_atomic
 from tuckertrt.graph.export import export_model
 from tuckertrt.graph.manifest import model_provenance, tool_versions
 from tuckertrt.inference.segment import Runner
@@ -99,8 +99,7 @@ def _check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
         p = p.resolve()
         if p == out_dir.resolve() or out_dir.resolve() in p.parents:
             raise TuckerTRTError(f"output directory {out_dir} contains the input {p}; choose another")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.json").exists():
-        raise TuckerTRTError(f"output directory {out_dir} is not empty and holds no earlier build; choose another")
+    check_replaceable(out_dir)  # absent, empty, or an earlier build holding only tuckertrt's files
 
 
 def run_build(model: LoadedModel, out_dir: str | Path, options: BuildOptions,
