@@ -33,7 +33,7 @@ from tuckertrt.decomposition.select import selected_model
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
 from tuckertrt.models import load_model
-from tuckertrt.data import example_reference
+from tuckertrt.data import calibration_list, example_reference
 from tuckertrt.parity.compare import default_patch, reference_patch
 from tuckertrt.parity.gate import DEFAULT_GATE, ParityGate
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8:
         from tuckertrt.quantization import load_calibration
 
-        options.calibration = load_calibration(Path(__file__).resolve().parents[1] / "calibration" / "ts_example.json")
+        options.calibration = load_calibration(calibration_list())
         for backend in precisions:
             precisions[backend].append("int8")
     patch, label = default_patch(model.spec)

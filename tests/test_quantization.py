@@ -45,10 +45,9 @@ def test_case_list_gives_reproducible_ct_patches(tmp_path):
 
 
 def test_shipped_case_list_resolves_against_the_bundled_examples():
-    from pathlib import Path
+    from tuckertrt.data import calibration_list
 
-    shipped = Path(__file__).resolve().parents[1] / "calibration" / "ts_example.json"
-    assert load_calibration(shipped).cases == [example_ct()]
+    assert load_calibration(calibration_list()).cases == [example_ct()]
 
 
 def test_bad_case_lists_are_one_line_errors(tmp_path):

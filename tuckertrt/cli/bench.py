@@ -14,13 +14,6 @@ ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16"
             "tensorrt": {"fp32", "fp16", "int8"}}
 
 
-def default_calibration() -> Path:
-    path = Path(__file__).resolve().parents[2] / "calibration" / "ts_example.json"
-    if not path.is_file():
-        raise UsageError("int8 needs --calibration CASES.json (the default calibration/ts_example.json is missing)")
-    return path
-
-
 def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> dict[str, list[str]]:
     """``--precision P`` applies to every backend that accepts P; ``--precision backend:P`` to one backend."""
     if not requested:
@@ -72,7 +65,7 @@ def _accepts(backend: str, precision: str) -> bool:
               help="Reference labels of --ct (NIfTI, TotalSegmentator ids) for each row's Dice against them "
                    "(default with the example CT: TotalSegmentator's own labels of it).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Calibration case list (JSON) for int8; default: calibration/ts_example.json.")
+              help="Calibration case list (JSON) for int8; default: the bundled ts_example list.")
 @click.option("--optimize", type=click.Choice(["none", "latency"]), default="none", show_default=True,
               help="latency: also benchmark, per DF, ranks/folds chosen per layer by timing on the target.")
 @click.option("--target", default="openvino:bf16", show_default=True,
@@ -101,9 +94,10 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
                            warmup=warmup, threads=threads, profile=profile,
                            gate=ParityGate(min_dice, min_class_dice))
     if any(p.endswith("int8") for p in precisions):
+        from tuckertrt.data import calibration_list
         from tuckertrt.quantization import load_calibration
 
-        options.calibration = load_calibration(calibration or default_calibration())
+        options.calibration = load_calibration(calibration or calibration_list())
     if reference and not ct:
         raise UsageError("--reference labels a --ct; give both")
     loaded = load_model(model)
