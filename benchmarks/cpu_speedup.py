@@ -34,7 +34,8 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
 from tuckertrt.models import load_model
 from tuckertrt.data import calibration_list, example_reference
-from tuckertrt.parity.compare import default_patch, reference_patch
+from tuckertrt.inference.patches import default_patch
+from tuckertrt.parity.compare import reference_patch
 from tuckertrt.parity.gate import DEFAULT_GATE, ParityGate
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from tests.helpers import small_loaded_model
 from tuckertrt.bench import BenchOptions, df_variants, run_bench
-from tuckertrt.bench.parity import agreement, argmax_labels, class_dice, dice_summary
+from tuckertrt.bench.parity import class_dice, dice_summary
+from tuckertrt.inference.labels import agreement, argmax_labels
 from tuckertrt.bench.profiles import layer_of, ort_profile, summarise
 from tuckertrt.bench.report import markdown, profile_markdown
 from tuckertrt.bench.timing import PeakRss, interleaved
@@ -18,7 +19,7 @@ from tuckertrt.cli.bench import precisions_per_backend
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.serialize import save_decomposed
 from tuckertrt.errors import UsageError
-from tuckertrt.parity.compare import default_patch
+from tuckertrt.inference.patches import default_patch
 from tuckertrt.parity.gate import ParityGate
 
 

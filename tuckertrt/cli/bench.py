@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from tuckertrt.backends.registry import ARTIFACT_BACKENDS, ONNX_BACKENDS
 from tuckertrt.cli.options import gate_options, min_rank_option, model_argument, policy_option
 from tuckertrt.errors import UsageError
 
@@ -44,7 +45,7 @@ def _accepts(backend: str, precision: str) -> bool:
 @model_argument
 @click.option("--df", "dfs", type=click.FloatRange(0, 1, min_open=True), multiple=True,
               help="Decomposition factors to compare (1 = uncompressed; always included). Repeatable.")
-@click.option("--backend", "backends", type=click.Choice(list(DEFAULT_PRECISIONS)), multiple=True,
+@click.option("--backend", "backends", type=click.Choice(list(ARTIFACT_BACKENDS)), multiple=True,
               help="Backends to run (default: onnxruntime and openvino). Repeatable.")
 @click.option("--precision", "precisions", multiple=True,
               help="fp32 / bf16 / fp16 / int8, or backend:precision. ONNX Runtime and OpenVINO run the deployed "
@@ -86,10 +87,11 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
     from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
     from tuckertrt.models import load_model
     from tuckertrt.data import example_reference
-    from tuckertrt.parity.compare import ct_patch, default_patch, reference_patch
+    from tuckertrt.inference.patches import ct_patch, default_patch
+    from tuckertrt.parity.compare import reference_patch
     from tuckertrt.parity.gate import ParityGate
 
-    chosen = list(backends or ("onnxruntime", "openvino"))
+    chosen = list(backends or ONNX_BACKENDS)
     options = BenchOptions(backends=chosen, precisions=precisions_per_backend(chosen, precisions), rounds=rounds,
                            warmup=warmup, threads=threads, profile=profile,
                            gate=ParityGate(min_dice, min_class_dice))

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.cli.options import decomposition_options, download_option, gate_options
+from tuckertrt.backends.registry import AUTO, ONNX_BACKENDS
+from tuckertrt.cli.options import decomposition_options, download_option, gate_options, tile_step_option
 
 DEFAULT_MODEL = "fixture-3mm"
+BUILD_BACKENDS = [AUTO, *ONNX_BACKENDS, "torch"]
 
 
 @click.command("build")
@@ -16,7 +18,7 @@ DEFAULT_MODEL = "fixture-3mm"
 @decomposition_options
 @download_option
 @click.option("--fp16", is_flag=True, help="Also write FP16 graphs (and FP16 engines where TensorRT runs).")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "torch"]), default="auto",
+@click.option("--backend", type=click.Choice(BUILD_BACKENDS), default=AUTO,
               show_default=True, help="Runtime for validation; auto = fastest installed one that passes parity.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="Precision on an explicit --backend (default fp32).")
@@ -25,7 +27,7 @@ DEFAULT_MODEL = "fixture-3mm"
 @click.option("--reference", "references", multiple=True, type=click.Path(exists=True),
               help="Ground-truth labels for each --validate CT, in order.")
 @gate_options
-@click.option("--tile-step", default=0.8, show_default=True, type=click.FloatRange(0.1, 1.0))
+@tile_step_option
 @click.option("--distill", multiple=True, type=click.Path(exists=True),
               help="Unlabelled CTs to distil the compressed model on before export (repeatable).")
 @click.option("--distill-iterations", default=200, show_default=True)

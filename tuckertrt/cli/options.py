@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from tuckertrt.errors import UsageError
+from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 
 
 def _check_df(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -34,6 +35,8 @@ policy_option = click.option("--policy", type=click.Choice(["default", "paper"])
 ranks_option = click.option("--ranks", "ranks_file", default=None, metavar="FILE|energy:F|vbmf",
                             help="Per-layer ranks instead of --df: a JSON file {layer: [r_in, r_out] | 'keep'}, "
                                  "energy:F (keep F of each kernel's channel energy, e.g. energy:0.9) or vbmf.")
+tile_step_option = click.option("--tile-step", type=click.FloatRange(0.05, 1.0), default=DEFAULT_TILE_STEP,
+                                show_default=True, help="Sliding-window step as a fraction of the patch.")
 download_option = click.option("--download", is_flag=True, help="Download missing TotalSegmentator weights.")
 
 

@@ -126,7 +126,7 @@ def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch
     PyTorch and the FP16 graph with the FP32 graph (on ``verify_input``, default the example CT patch), and the
     results are stored in the manifest. ``dynamic_batch`` (max batch) makes the batch axis symbolic.
     """
-    from tuckertrt.parity.compare import default_patch
+    from tuckertrt.inference.patches import default_patch
 
     check_simplifier(simplifier)
     if opset < 17:
