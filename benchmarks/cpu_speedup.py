@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     options = BenchOptions(list(precisions), precisions, rounds=args.rounds, threads=args.threads,
                            profile=args.profile, gate=ParityGate(args.min_dice, args.min_class_dice))
     if args.int8:
-        from tuckertrt.quantization import load_calibration
+        from tuckertrt.inference.calibration import load_calibration
 
         options.calibration = load_calibration(calibration_list())
         for backend in precisions:

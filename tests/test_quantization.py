@@ -14,7 +14,8 @@ from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph import export_model
 from tuckertrt.data import example_ct
-from tuckertrt.quantization import CalibrationSet, load_calibration, quantize_openvino, quantize_qdq
+from tuckertrt.inference.calibration import CalibrationSet, load_calibration
+from tuckertrt.quantization import quantize_openvino, quantize_qdq
 
 
 
@@ -102,7 +103,8 @@ def test_nncf_ir_runs_as_int8_on_openvino(models, tmp_path):
 
 def test_empty_calibration_is_an_error(models, tmp_path):
     pytest.importorskip("nncf")
-    _, onnx_files = models
+    original, onnx_files = models
     with pytest.raises(TuckerTRTError, match="no calibration"):
         quantize_openvino(onnx_files["original"], tmp_path / "m.xml", [])
-    assert isinstance(CalibrationSet([example_ct()]), CalibrationSet)
+    with pytest.raises(TuckerTRTError, match="no calibration"):  # a case list whose cases give no patch
+        quantize_openvino(onnx_files["original"], tmp_path / "m.xml", CalibrationSet([], 0, 2).patches(original.spec))

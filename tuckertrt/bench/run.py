@@ -45,7 +45,7 @@ class BenchOptions:
     threads: int | None = None
     profile: bool = False
     gate: ParityGate = field(default_factory=ParityGate)  # vs the uncompressed f32 model, on the patch
-    calibration: Any = None  # a quantization.CalibrationSet, needed for int8
+    calibration: Any = None  # an inference.calibration.CalibrationSet, needed for int8
     isolated_memory: bool = True  # measure the headline configurations' peak RSS in fresh processes
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -97,7 +97,7 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
                            gate=ParityGate(min_dice, min_class_dice))
     if any(p.endswith("int8") for p in precisions):
         from tuckertrt.data import calibration_list
-        from tuckertrt.quantization import load_calibration
+        from tuckertrt.inference.calibration import load_calibration
 
         options.calibration = load_calibration(calibration or calibration_list())
     if reference and not ct:

@@ -51,7 +51,7 @@ def build(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
     loaded = load_model(model, download=download)
     options = BuildOptions(
         df=df if df is not None or ranks_file else 0.3, min_rank=min_rank, policy=policy,
-        ranks=rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None, fp16=fp16, backend=backend,
+        ranks=rank_spec(ranks_file, loaded.network, min_rank), fp16=fp16, backend=backend,
         precision=precision, validate=[Path(p) for p in validate], references=[Path(p) for p in references],
         gate=gate, tile_step=tile_step, distill=[Path(p) for p in distill],
         distill_iterations=distill_iterations, engines=not no_engines, rtx=rtx, progress=sys.stderr.isatty())

@@ -52,7 +52,7 @@ def decomposed_as_asked(model, df: float | None, min_rank: int, policy: str, ran
     from tuckertrt.decomposition import decompose
     from tuckertrt.decomposition.ranks import rank_spec
 
-    ranks = rank_spec(ranks_file, model.network, min_rank) if ranks_file else None
+    ranks = rank_spec(ranks_file, model.network, min_rank)
     if df is None and ranks is None:
         return model
     return decompose(model, df=df, min_rank=min_rank, policy=policy, ranks=ranks)

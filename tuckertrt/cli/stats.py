@@ -65,7 +65,7 @@ def decompose_cmd(model: str, df: float | None, min_rank: int, policy: str, rank
     if df is None and ranks_file is None:
         raise UsageError("give --df or --ranks")
     loaded = load_model(model, download=download)
-    ranks = rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None
+    ranks = rank_spec(ranks_file, loaded.network, min_rank)
     result = decompose(loaded, df=df, min_rank=min_rank, policy=policy, ranks=ranks, hooi_iters=hooi_iters)
     save_decomposed(result, output)
     info = result.decomposition

@@ -42,9 +42,12 @@ def load_rank_file(path: str | Path) -> dict[str, RankValue]:
     return raw.get("ranks", raw) if isinstance(raw, dict) else raw
 
 
-def rank_spec(value: str, network: nn.Module, min_rank: int = 8) -> dict[str, RankValue]:
-    """What ``--ranks`` names: a JSON file of per-layer ranks, ``energy:F`` (per layer, the smallest ranks that keep
-    the fraction F of each channel mode's energy) or ``vbmf`` (variational Bayesian matrix factorisation)."""
+def rank_spec(value: str | None, network: nn.Module, min_rank: int = 8) -> dict[str, RankValue] | None:
+    """What ``--ranks`` names (the one parser of that option): a JSON file of per-layer ranks, ``energy:F`` (per
+    layer, the smallest ranks that keep the fraction F of each channel mode's energy) or ``vbmf`` (variational
+    Bayesian matrix factorisation); None when the option is not given."""
+    if value is None:
+        return None
     if value == "vbmf" or value.startswith("energy:"):
         from tuckertrt.decomposition.select import spectral_spec
 

@@ -22,10 +22,10 @@ import onnx
 import torch
 from torch import nn
 
-from tuckertrt.backends.ort_runner import ONNX_FILES
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import atomic_dir, ensure_output_dir
 from tuckertrt.graph import manifest as mf
+from tuckertrt.graph.manifest import ONNX_FILES
 from tuckertrt.graph.fp16 import to_fp16
 from tuckertrt.graph.simplify import SIMPLIFY_TOLERANCE, check_simplifier, simplify
 from tuckertrt.graph.structure import check_conv_layers, duplicated_initializers, op_counts

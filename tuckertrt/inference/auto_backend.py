@@ -58,11 +58,11 @@ def model_hash(model: LoadedModel) -> str:
 
 def runtime_facts() -> dict[str, Any]:
     """What a cached choice depends on besides the model: runtime versions and the CPU it was measured on."""
-    return {"versions": tool_versions(RUNTIMES), "cpu": _cpu_model(), "machine": platform.machine(),
+    return {"versions": tool_versions(RUNTIMES), "cpu": cpu_model(), "machine": platform.machine(),
             "threads": os.cpu_count()}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

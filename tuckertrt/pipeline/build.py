@@ -164,7 +164,7 @@ def _engines(exports, options: BuildOptions, out: Path, log) -> dict[str, Any]:
     ahead-of-time engines when asked for (no GPU needed)."""
     from tuckertrt.engines.builder import BuildOptions as EngineOptions
     from tuckertrt.engines.builder import build_engine
-    from tuckertrt.engines.parity import compare_engine
+    from tuckertrt.parity.engines import compare_engine
     from tuckertrt.engines.runtime import engine_support
 
     targets = (["trt"] if options.engines else []) + (["rtx"] if options.rtx else [])
