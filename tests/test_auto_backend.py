@@ -107,3 +107,13 @@ def test_segment_defaults_to_auto_and_reuses_the_cache(tmp_path, capsys, write_c
     sidecar = json.loads((tmp_path / "second.json").read_text())
     assert sidecar["runners"][0]["backend"] in ("openvino", "onnxruntime")
     assert sidecar["runners"][0]["cache_entry"].startswith(str(cache))
+
+
+def test_runtime_options_without_a_backend_are_a_usage_error(tmp_path, capsys, write_ct):
+    from tests.test_segment_cli import run_cli, small_ct
+
+    ct = small_ct(write_ct)
+    for extra in (["--precision", "bf16"], ["--device", "cpu"], ["--artifacts", tmp_path]):
+        code, _, err = run_cli([ct, "-o", tmp_path / "x.nii.gz", "--model", "fixture-3mm", *extra], capsys)
+        assert code == 2 and err.count("\n") == 1 and "explicit --backend" in err, (extra, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]

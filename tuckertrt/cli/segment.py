@@ -43,8 +43,9 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     inputs = collect_inputs(ct)
     decomposition = (df, min_rank, policy, ranks_file)
     if backend == AUTO:
-        if artifacts is not None or precision is not None:
-            raise UsageError("--artifacts/--precision need an explicit --backend (auto exports and chooses its own)")
+        if artifacts is not None or precision is not None or device is not None:
+            raise UsageError("--artifacts, --precision and --device need an explicit --backend (e.g. --backend torch "
+                             "--device cuda); the default, auto, exports and chooses its own")
         runners = _auto_runners(model_ref, decomposition, download, cache_dir)
     else:
         runners = _runners(model_ref, decomposition, download, backend, artifacts, precision or "fp32", device)

@@ -165,5 +165,8 @@ def _build_entry(model: LoadedModel, entry: Path, facts: dict[str, Any]) -> Back
 def _remove(entry: Path) -> None:
     """Move an untrusted entry aside (one rename, so no reader sees it half-deleted), then delete it."""
     aside = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".stale", dir=entry.parent))
-    os.replace(entry, aside / "entry")
+    try:
+        os.replace(entry, aside / "entry")
+    except FileNotFoundError:  # another process removed it first
+        pass
     shutil.rmtree(aside, ignore_errors=True)
