@@ -33,8 +33,9 @@ from tuckertrt.decomposition.select import selected_model
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
 from tuckertrt.models import load_model
-from tuckertrt.data import example_reference
-from tuckertrt.parity.compare import default_patch, reference_patch
+from tuckertrt.data import calibration_list, example_reference
+from tuckertrt.inference.patches import default_patch
+from tuckertrt.parity.compare import reference_patch
 from tuckertrt.parity.gate import DEFAULT_GATE, ParityGate
 
 
@@ -105,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     options = BenchOptions(list(precisions), precisions, rounds=args.rounds, threads=args.threads,
                            profile=args.profile, gate=ParityGate(args.min_dice, args.min_class_dice))
     if args.int8:
-        from tuckertrt.quantization import load_calibration
+        from tuckertrt.inference.calibration import load_calibration
 
-        options.calibration = load_calibration(Path(__file__).resolve().parents[1] / "calibration" / "ts_example.json")
+        options.calibration = load_calibration(calibration_list())
         for backend in precisions:
             precisions[backend].append("int8")
     patch, label = default_patch(model.spec)

@@ -47,7 +47,7 @@ from tuckertrt.parity.metrics import compare_labels  # noqa: E402
 
 DATASET = "Dataset900_TSFixture3mm"
 TRAINER = "nnUNetTrainer"
-RESULTS = ROOT / "tests" / "fixtures" / "fixture_3mm" / DATASET / f"{TRAINER}__nnUNetPlans__3d_fullres"
+RESULTS = ROOT / "tuckertrt" / "data" / "fixture_3mm" / DATASET / f"{TRAINER}__nnUNetPlans__3d_fullres"
 
 
 def parse_args() -> argparse.Namespace:

@@ -10,6 +10,16 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalsegmentator-examples"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def auto_backend_cache(tmp_path_factory) -> Path:
+    """``segment --backend auto`` caches its exports here, not in the user's ~/.cache, shared by the session."""
+    import os
+
+    cache = tmp_path_factory.mktemp("tuckertrt-cache")
+    os.environ["TUCKERTRT_CACHE"] = str(cache)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data/totalsegmentator-examples`` beside the checkout, or a skip."""

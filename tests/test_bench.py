@@ -9,7 +9,8 @@ import pytest
 
 from tests.helpers import small_loaded_model
 from tuckertrt.bench import BenchOptions, df_variants, run_bench
-from tuckertrt.bench.parity import agreement, argmax_labels, class_dice, dice_summary
+from tuckertrt.bench.parity import class_dice, dice_summary
+from tuckertrt.inference.labels import agreement, argmax_labels
 from tuckertrt.bench.profiles import layer_of, ort_profile, summarise
 from tuckertrt.bench.report import markdown, profile_markdown
 from tuckertrt.bench.timing import PeakRss, interleaved
@@ -18,7 +19,7 @@ from tuckertrt.cli.bench import precisions_per_backend
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.serialize import save_decomposed
 from tuckertrt.errors import UsageError
-from tuckertrt.parity.compare import default_patch
+from tuckertrt.inference.patches import default_patch
 from tuckertrt.parity.gate import ParityGate
 
 
@@ -27,7 +28,7 @@ def test_interleaved_rounds_alternate_and_report_median():
     runners = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), time.sleep(0.01))}
     timings = interleaved(runners, rounds=3, warmup=1)
     assert calls == ["a", "b"] + ["a", "b"] * 3
-    assert timings["b"].median > timings["a"].median and len(timings["a"].rounds) == 3
+    assert timings["b"].minimum >= 0.01 and len(timings["a"].rounds) == 3  # b sleeps 10 ms each round
     assert timings["b"].minimum <= timings["b"].median <= timings["b"].maximum
     assert set(timings["a"].to_json()) >= {"median", "spread", "rounds"}
     with pytest.raises(ValueError):
@@ -37,7 +38,9 @@ def test_interleaved_rounds_alternate_and_report_median():
 def test_peak_rss_sees_a_large_allocation():
     with PeakRss(interval=0.001) as rss:
         block = np.ones(64 << 20, dtype=np.uint8)
-        time.sleep(0.02)
+        deadline = time.monotonic() + 30  # the sampling thread sees the block (no race on a busy machine)
+        while rss.peak - rss.start < 60 << 20 and time.monotonic() < deadline:
+            time.sleep(0.005)
         del block
     assert rss.peak - rss.start >= 60 << 20
 
@@ -103,9 +106,12 @@ def test_run_bench_times_gates_and_profiles_every_config(bench_result):
         for v in ("DF 1", "DF 0.5")} or "BF16" not in __import__("openvino").Core().get_property(
         "CPU", "OPTIMIZATION_CAPABILITIES")
     reference = next(r for r in rows if r["variant"] == "DF 1" and r["backend"] == "onnxruntime")
-    assert reference["agreement"] > 0.999 and reference["speedup"] == 1.0 and reference["passes_gate"]
+    assert reference["agreement"] > 0.999 and reference["passes_gate"]
     for r in rows:
         assert r["timing"]["median"] > 0 and r["peak_rss_mb"] > 0 and r["profile"]["by_type"]
+        base = next(b for b in rows if b["variant"] == "DF 1" and (b["backend"], b["requested_precision"])
+                    == (r["backend"], r["requested_precision"]))
+        assert r["speedup"] == pytest.approx(base["timing"]["median"] / r["timing"]["median"], abs=1e-3)
     assert "tensorrt" in result["skipped"] or any(r["backend"] == "tensorrt" for r in rows)
     assert (out / "models" / "DF_0.5" / "model.onnx").is_file()
     assert result["variants"][1]["gmacs"] < result["variants"][0]["gmacs"]

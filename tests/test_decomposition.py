@@ -76,8 +76,15 @@ def small_model():
     return small_loaded_model()
 
 
+def _full_ranks(network: nn.Module) -> dict[str, tuple[int, int]]:
+    from tuckertrt.decomposition.ranks import conv_layers
+
+    return {name: (conv.in_channels, conv.out_channels) for name, conv in conv_layers(network).items()}
+
+
 def test_full_rank_network_reproduces_output(small_model):
-    full = decompose(small_model, df=1.0, policy="paper")
+    full = decompose(small_model, ranks=_full_ranks(small_model.network), policy="paper")
+    assert len(full.decomposition["ranks"]) > 5
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         assert float((full.network(x) - small_model.network(x)).abs().max()) < 1e-4
@@ -151,13 +158,26 @@ def test_table1_reproduced(preset):
     model = load_model(preset)
     for df, (params_m, gmacs) in TABLE1[preset].items():
         for policy, tol in (("paper", 0.005), ("default", 0.05)):
-            net = _structure_only(model, df, policy) if df < 1 else model.network
-            params, macs = totals(net, model.spec.patch_size)
+            params, macs = totals(_structure_only(model, df, policy), model.spec.patch_size)
             assert abs(params / 1e6 / params_m - 1) < tol, (preset, df, policy)
             if policy == "paper":
                 assert abs(macs / 1e9 / gmacs - 1) < tol, (preset, df)
             else:  # keeping the layers that do not pay can only save MACs
                 assert macs / 1e9 <= gmacs * 1.005
+
+
+@pytest.mark.parametrize("policy", ["paper", "default"])
+def test_df_1_is_the_original_model_in_every_policy(policy):
+    """Table 1's DF 1 row is the uncompressed network, and so is the model ``decompose``/``build --df 1`` ships."""
+    model = load_model("ts-3mm")
+    original = totals(model.network, model.spec.patch_size)
+    assert abs(original[0] / 1e6 / TABLE1["ts-3mm"][1][0] - 1) < 0.005
+    shipped = decompose(model, df=1, policy=policy)
+    assert not shipped.decomposition["ranks"] and len(shipped.decomposition["skipped"]) > 20
+    assert totals(shipped.network, model.spec.patch_size) == original
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(shipped.network(x), model.network(x))
 
 
 def test_summarize_reports_layers(small_model):
@@ -183,7 +203,7 @@ def test_residual_encoder_unet_from_old_plans_decomposes_exactly():
     cfg["UNet_class_name"], cfg["n_conv_per_stage_encoder"] = "ResidualEncoderUNet", [1, 2, 2]
     network = architecture(configuration(plans)).build(1, 4).eval()
     full = copy.deepcopy(network)
-    chosen, skipped = plan_ranks(full, 1.0, 8, "paper")
+    chosen, skipped = plan_ranks(full, None, 8, "paper", _full_ranks(full))
     decompose_network(full, chosen)
     assert not skipped and any("skip" in name for name in chosen)  # the residual 1×1 projections too
     x = torch.randn(1, 1, 32, 32, 32)

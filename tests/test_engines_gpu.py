@@ -38,7 +38,7 @@ def engines(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_onnx_runtime(engines: dict[str, Path], export_dir: Path, precision: str) -> None:
-    from tuckertrt.engines.parity import compare_engine
+    from tuckertrt.parity.engines import compare_engine
 
     result = compare_engine(engines[precision], export_dir)
     json.dumps(result)  # embeddable in a report
@@ -113,7 +113,7 @@ def test_timing_cache_and_portable_flags(export_dir: Path, tmp_path: Path) -> No
 def test_rtx_engine_runs_where_rtx_supports_the_gpu(export_dir: Path, tmp_path: Path) -> None:
     import tensorrt_rtx
 
-    from tuckertrt.engines.parity import compare_engine
+    from tuckertrt.parity.engines import compare_engine
     from tuckertrt.engines.runtime import rtx_compute_capabilities
 
     sm = current_gpu().sm

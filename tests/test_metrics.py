@@ -1,7 +1,6 @@
 """Parity metrics on hand-made label maps: Dice, NSD (against a brute-force reference), absent classes, groups."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -91,15 +90,12 @@ def test_relabel_by_name():
     assert out.tolist() == [0, 5, 1, 5]
 
 
-def test_fast_enough_on_the_real_61_class_map(shared_data):
+def test_scores_the_real_61_class_map(shared_data):
+    """(How long this takes is printed by benchmarks/metrics_speed.py.)"""
     import nibabel as nib
 
     ref = np.asarray(nib.load(shared_data / "example_seg_fast_force_split.nii.gz").dataobj)
     pred = np.roll(ref, 1, axis=2)
-    start = time.perf_counter()
     result = compare_labels(ref, pred, (3.0, 3.0, 3.0))
-    seconds = time.perf_counter() - start
-    print(f"61 classes, 122x101x112: {seconds:.2f} s, mean Dice {result.mean_dice:.3f}, NSD {result.mean_nsd:.3f}")
     assert len(result.classes) == 61 and set(result.groups) == {"organs", "vertebrae", "cardiac", "muscles", "ribs"}
     assert 0.3 < result.mean_dice < 1.0 and 0.0 < result.mean_nsd < 1.0  # a 3 mm shift exceeds the 2 mm tolerance
-    assert seconds < 10

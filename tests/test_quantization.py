@@ -14,7 +14,8 @@ from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph import export_model
 from tuckertrt.data import example_ct
-from tuckertrt.quantization import CalibrationSet, load_calibration, quantize_openvino, quantize_qdq
+from tuckertrt.inference.calibration import CalibrationSet, load_calibration
+from tuckertrt.quantization import quantize_openvino, quantize_qdq
 
 
 
@@ -45,10 +46,9 @@ def test_case_list_gives_reproducible_ct_patches(tmp_path):
 
 
 def test_shipped_case_list_resolves_against_the_bundled_examples():
-    from pathlib import Path
+    from tuckertrt.data import calibration_list
 
-    shipped = Path(__file__).resolve().parents[1] / "calibration" / "ts_example.json"
-    assert load_calibration(shipped).cases == [example_ct()]
+    assert load_calibration(calibration_list()).cases == [example_ct()]
 
 
 def test_bad_case_lists_are_one_line_errors(tmp_path):
@@ -103,7 +103,8 @@ def test_nncf_ir_runs_as_int8_on_openvino(models, tmp_path):
 
 def test_empty_calibration_is_an_error(models, tmp_path):
     pytest.importorskip("nncf")
-    _, onnx_files = models
+    original, onnx_files = models
     with pytest.raises(TuckerTRTError, match="no calibration"):
         quantize_openvino(onnx_files["original"], tmp_path / "m.xml", [])
-    assert isinstance(CalibrationSet([example_ct()]), CalibrationSet)
+    with pytest.raises(TuckerTRTError, match="no calibration"):  # a case list whose cases give no patch
+        quantize_openvino(onnx_files["original"], tmp_path / "m.xml", CalibrationSet([], 0, 2).patches(original.spec))

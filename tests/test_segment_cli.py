@@ -153,8 +153,9 @@ def test_onnxruntime_artifact_and_decomposed_torch_agree_with_torch(write_ct, tm
 
     ct = small_ct(write_ct)
     export_model(load_model("fixture-3mm"), tmp_path / "export", fp16=False, verify=False)
-    runs = {"torch": [], "onnxruntime": ["--backend", "onnxruntime", "--artifacts", tmp_path / "export"],
-            "df0.5": ["--df", "0.5"]}
+    runs = {"torch": ["--backend", "torch"],
+            "onnxruntime": ["--backend", "onnxruntime", "--artifacts", tmp_path / "export"],
+            "df0.5": ["--df", "0.5", "--backend", "torch"]}
     labels = {}
     for name, extra in runs.items():
         out = tmp_path / f"{name}.nii.gz"

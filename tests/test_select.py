@@ -134,7 +134,7 @@ def test_openvino_timer_times_a_real_layer():
     timer = openvino_timer("fp32", threads=1, repeats=2)
     conv = nn.Conv3d(8, 8, 3, padding=1)
     seconds = timer([conv, TuckerConv.from_conv(conv, 4, 4)], (1, 8, 24, 24, 24))
-    assert len(seconds) == 2 and all(0 < s < 1 for s in seconds)
+    assert len(seconds) == 2 and all(np.isfinite(s) and s > 0 for s in seconds)
 
 
 def test_in_graph_selection_on_openvino_times_every_candidate_in_the_network():

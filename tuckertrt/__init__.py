@@ -1,8 +1,9 @@
 """tuckertrt: post-training Tucker compression of TotalSegmentator/nnU-Net models for fast deployment.
 
-Pipeline (one subpackage per stage): ``models`` (loading) → ``decomposition`` → ``graph`` (ONNX export,
-simplify, FP16) → ``engines`` (TensorRT / TensorRT-RTX) → ``backends`` (runners) → ``inference``
-(full-CT segmentation) → ``parity`` (metrics, comparisons, reports) and ``bench``.
+One subpackage per stage, each importing only those before it (``.importlinter`` holds the order): ``models``
+(loading) → ``decomposition`` → ``graph`` (ONNX export, simplify, FP16) → ``backends`` (every runtime, PyTorch
+included), ``engines`` (TensorRT / TensorRT-RTX), ``quantization`` → ``inference`` (full-CT segmentation, the
+cached ``auto`` runtime) → ``parity``, ``bench``, ``training``, ``toolkit`` → ``pipeline`` (``build``) → ``cli``.
 """
 __version__ = "0.1.0"
 

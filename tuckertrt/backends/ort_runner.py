@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError
+from tuckertrt.graph.manifest import ONNX_FILES, load_manifest, verify_artifact
 
 if TYPE_CHECKING:
     from tuckertrt.graph.deploy import InferenceGraph
 
-# Artifact file names inside an export directory, by precision.
-ONNX_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx"}
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -27,8 +26,6 @@ def resolve_onnx(artifact: Path, precision: str) -> Path:
     if precision not in ONNX_FILES:
         raise TuckerTRTError(f"ONNX artifacts exist in {'/'.join(ONNX_FILES)}, not {precision}")
     if artifact.is_dir():
-        from tuckertrt.graph.manifest import load_manifest, verify_artifact
-
         load_manifest(artifact)
         path = artifact / ONNX_FILES[precision]
         if not path.is_file():

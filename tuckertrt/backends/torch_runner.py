@@ -1,4 +1,5 @@
-"""PyTorch backend: runs the (original or decomposed) nn.Module directly, on CPU or CUDA."""
+"""PyTorch backend: runs the (original or decomposed) nn.Module directly, on CPU or CUDA (the reference, and the
+debugging runtime)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.models.loaded import LoadedModel
 
 
 class TorchBackend:
@@ -23,6 +25,28 @@ class TorchBackend:
         self.precision = precision
         self.input_shape = tuple(input_shape)
         self.head = None
+
+    @classmethod
+    def load(cls, artifact: LoadedModel | torch.nn.Module, precision: str = "fp32", device: str | None = None,
+             input_shape: tuple[int, ...] | None = None, head: str = "graph", **options: Any) -> "TorchBackend":
+        """``artifact``: a :class:`LoadedModel` (input shape: one patch of it) or a bare network with
+        ``input_shape``. The network keeps its head (``head`` "graph" or "auto")."""
+        if options:
+            raise TuckerTRTError(f"torch backend: unknown option(s) {', '.join(sorted(options))}")
+        if head not in ("graph", "auto"):
+            raise TuckerTRTError("the torch backend runs the whole network; use head='graph'")
+        if isinstance(artifact, LoadedModel):
+            spec = artifact.spec
+            shape = input_shape or (1, spec.input_channels, *spec.patch_size)
+            return cls(artifact.network, shape, precision, device)
+        if isinstance(artifact, torch.nn.Module) and input_shape is not None:
+            return cls(artifact, input_shape, precision, device)
+        raise TuckerTRTError(f"the torch backend runs a loaded model (or a network with its input shape), "
+                             f"not {type(artifact).__name__}")
+
+    @staticmethod
+    def available() -> bool:
+        return True
 
     @torch.inference_mode()
     def run(self, patch: np.ndarray) -> np.ndarray:

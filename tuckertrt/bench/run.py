@@ -18,8 +18,8 @@ import numpy as np
 from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ort_runner import resolve_onnx
 from tuckertrt.backends.registry import backend_class, open_backend
-from tuckertrt.backends.torch_runner import TorchBackend
-from tuckertrt.bench.parity import agreement, argmax_labels, dice_summary, format_score, output_labels
+from tuckertrt.bench.parity import dice_summary, format_score
+from tuckertrt.inference.labels import agreement, argmax_labels, output_labels
 from tuckertrt.bench.profiles import ort_profile, summarise
 from tuckertrt.bench.timing import PeakRss, interleaved
 from tuckertrt.bench.variants import Variant, export_variant
@@ -45,7 +45,7 @@ class BenchOptions:
     threads: int | None = None
     profile: bool = False
     gate: ParityGate = field(default_factory=ParityGate)  # vs the uncompressed f32 model, on the patch
-    calibration: Any = None  # a quantization.CalibrationSet, needed for int8
+    calibration: Any = None  # an inference.calibration.CalibrationSet, needed for int8
     isolated_memory: bool = True  # measure the headline configurations' peak RSS in fresh processes
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -59,7 +59,7 @@ def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, pat
     if reference_model is None:
         raise TuckerTRTError("the benchmark needs the uncompressed model (DF 1) as its reference")
     log(f"reference: uncompressed f32 PyTorch on {patch_label}")
-    reference = argmax_labels(TorchBackend(reference_model.network, patch.shape, "fp32", "cpu").run(patch))
+    reference = argmax_labels(open_backend("torch", reference_model, input_shape=patch.shape, device="cpu").run(patch))
     for v in variants:
         if v.onnx is None:
             start = time.perf_counter()

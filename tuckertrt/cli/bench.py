@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from tuckertrt.backends.registry import ARTIFACT_BACKENDS, ONNX_BACKENDS
 from tuckertrt.cli.options import gate_options, min_rank_option, model_argument, policy_option
 from tuckertrt.errors import UsageError
 
@@ -12,13 +13,6 @@ from tuckertrt.errors import UsageError
 DEFAULT_PRECISIONS = {"onnxruntime": ["fp32"], "openvino": ["fp32", "bf16"], "tensorrt": ["fp16"]}
 ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16", "fp16", "int8"},
             "tensorrt": {"fp32", "fp16", "int8"}}
-
-
-def default_calibration() -> Path:
-    path = Path(__file__).resolve().parents[2] / "calibration" / "ts_example.json"
-    if not path.is_file():
-        raise UsageError("int8 needs --calibration CASES.json (the default calibration/ts_example.json is missing)")
-    return path
 
 
 def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> dict[str, list[str]]:
@@ -51,7 +45,7 @@ def _accepts(backend: str, precision: str) -> bool:
 @model_argument
 @click.option("--df", "dfs", type=click.FloatRange(0, 1, min_open=True), multiple=True,
               help="Decomposition factors to compare (1 = uncompressed; always included). Repeatable.")
-@click.option("--backend", "backends", type=click.Choice(list(DEFAULT_PRECISIONS)), multiple=True,
+@click.option("--backend", "backends", type=click.Choice(list(ARTIFACT_BACKENDS)), multiple=True,
               help="Backends to run (default: onnxruntime and openvino). Repeatable.")
 @click.option("--precision", "precisions", multiple=True,
               help="fp32 / bf16 / fp16 / int8, or backend:precision. ONNX Runtime and OpenVINO run the deployed "
@@ -72,7 +66,7 @@ def _accepts(backend: str, precision: str) -> bool:
               help="Reference labels of --ct (NIfTI, TotalSegmentator ids) for each row's Dice against them "
                    "(default with the example CT: TotalSegmentator's own labels of it).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Calibration case list (JSON) for int8; default: calibration/ts_example.json.")
+              help="Calibration case list (JSON) for int8; default: the bundled ts_example list.")
 @click.option("--optimize", type=click.Choice(["none", "latency"]), default="none", show_default=True,
               help="latency: also benchmark, per DF, ranks/folds chosen per layer by timing on the target.")
 @click.option("--target", default="openvino:bf16", show_default=True,
@@ -94,17 +88,19 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
     from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
     from tuckertrt.models import load_model
     from tuckertrt.data import example_reference
-    from tuckertrt.parity.compare import ct_patch, default_patch, reference_patch
+    from tuckertrt.inference.patches import ct_patch, default_patch
+    from tuckertrt.parity.compare import reference_patch
     from tuckertrt.parity.gate import ParityGate
 
-    chosen = list(backends or ("onnxruntime", "openvino"))
+    chosen = list(backends or ONNX_BACKENDS)
     options = BenchOptions(backends=chosen, precisions=precisions_per_backend(chosen, precisions), rounds=rounds,
                            warmup=warmup, threads=threads, profile=profile,
                            gate=ParityGate(min_dice, min_class_dice))
     if any(p.endswith("int8") for p in precisions):
-        from tuckertrt.quantization import load_calibration
+        from tuckertrt.data import calibration_list
+        from tuckertrt.inference.calibration import load_calibration
 
-        options.calibration = load_calibration(calibration or default_calibration())
+        options.calibration = load_calibration(calibration or calibration_list())
     if reference and not ct:
         raise UsageError("--reference labels a --ct; give both")
     check_run_folder(output, [model, *variant_paths], [ct, reference, calibration])

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.cli.options import decomposition_options, download_option, gate_options
-from tuckertrt.cli.preflight import check_new_output_dir, finite, positive_ints
+from tuckertrt.backends.registry import AUTO, ONNX_BACKENDS
+from tuckertrt.cli.options import decomposition_options, download_option, gate_options, tile_step_option
+from tuckertrt.cli.preflight import check_new_output_dir, positive_ints
 
 DEFAULT_MODEL = "fixture-3mm"
+BUILD_BACKENDS = [AUTO, *ONNX_BACKENDS, "torch"]
 
 
 @click.command("build")
@@ -17,7 +19,7 @@ DEFAULT_MODEL = "fixture-3mm"
 @decomposition_options
 @download_option
 @click.option("--fp16", is_flag=True, help="Also write FP16 graphs (and FP16 engines where TensorRT runs).")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "torch"]), default="auto",
+@click.option("--backend", type=click.Choice(BUILD_BACKENDS), default=AUTO,
               show_default=True, help="Runtime for validation; auto = fastest installed one that passes parity.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="Precision on an explicit --backend (default fp32).")
@@ -26,7 +28,7 @@ DEFAULT_MODEL = "fixture-3mm"
 @click.option("--reference", "references", multiple=True, type=click.Path(exists=True),
               help="Ground-truth labels for each --validate CT, in order.")
 @gate_options
-@click.option("--tile-step", default=0.8, show_default=True, type=float, callback=finite(0.1, 1.0))
+@tile_step_option
 @click.option("--distill", multiple=True, type=click.Path(exists=True),
               help="Unlabelled CTs to distil the compressed model on before export (repeatable).")
 @click.option("--distill-iterations", default=200, show_default=True, callback=positive_ints)
@@ -67,7 +69,7 @@ def build(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
     loaded = load_model(model, download=download)
     options = BuildOptions(
         df=df if df is not None or ranks_file else 0.3, min_rank=min_rank, policy=policy,
-        ranks=rank_spec(ranks_file, loaded.network, min_rank) if ranks_file and not auto else None,
+        ranks=None if auto else rank_spec(ranks_file, loaded.network, min_rank),
         auto_macs=macs, auto_speedup=speedup, init=init, calibrate=[Path(p) for p in calibrate], device=device,
         fp16=fp16, backend=backend,
         precision=precision, validate=[Path(p) for p in validate], references=[Path(p) for p in references],

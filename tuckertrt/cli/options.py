@@ -4,6 +4,8 @@ from __future__ import annotations
 import click
 
 from tuckertrt.errors import UsageError
+from tuckertrt.cli.preflight import finite
+from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 
 
 def _check_df(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -34,6 +36,8 @@ policy_option = click.option("--policy", type=click.Choice(["default", "paper"])
 ranks_option = click.option("--ranks", "ranks_file", default=None, metavar="FILE|energy:F|vbmf",
                             help="Per-layer ranks instead of --df: a JSON file {layer: [r_in, r_out] | 'keep'}, "
                                  "energy:F (keep F of each kernel's channel energy, e.g. energy:0.9) or vbmf.")
+tile_step_option = click.option("--tile-step", type=float, default=DEFAULT_TILE_STEP, callback=finite(0.05, 1.0),
+                                 show_default=True, help="Sliding-window step as a fraction of the patch.")
 def _expect_sha256(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
     if value:
         from tuckertrt.models.totalseg import expect_sha256
@@ -61,7 +65,7 @@ def decomposed_as_asked(model, df: float | None, min_rank: int, policy: str, ran
     from tuckertrt.decomposition import decompose
     from tuckertrt.decomposition.ranks import rank_spec
 
-    ranks = rank_spec(ranks_file, model.network, min_rank) if ranks_file else None
+    ranks = rank_spec(ranks_file, model.network, min_rank)
     if df is None and ranks is None:
         return model
     return decompose(model, df=df, min_rank=min_rank, policy=policy, ranks=ranks)

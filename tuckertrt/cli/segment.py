@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.cli.options import decomposition_options, download_option
-from tuckertrt.cli.preflight import check_device, finite, model_paths
+from tuckertrt.backends.registry import AUTO, BACKENDS
+from tuckertrt.cli.options import decomposition_options, download_option, tile_step_option
+from tuckertrt.cli.preflight import check_device, model_paths
 from tuckertrt.errors import UsageError
-
-BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
 
 
 @click.command("segment")
@@ -20,18 +19,22 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
 @click.option("--model", "model_ref", required=True, help="Model ref (fixture-3mm, total-3mm, a results folder...).")
 @decomposition_options
 @download_option
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True)
+@click.option("--backend", type=click.Choice([AUTO, *BACKENDS]), default=None,
+              help="auto (the default): the fastest runtime that passes parity on this machine, exported on first "
+                   "use and cached; torch: eager PyTorch (debugging); others run --artifacts.")
 @click.option("--artifacts", type=click.Path(path_type=Path), default=None,
               help="For onnxruntime/openvino: an export folder (with manifest.json) or .onnx file; "
                    "for tensorrt: an engine file.")
-@click.option("--precision", default="fp32", show_default=True, help="Backend precision (fp32, fp16, bf16...).")
-@click.option("--tile-step", type=float, default=0.8, show_default=True, callback=finite(0.05, 1.0),
-              help="Sliding-window step as a fraction of the patch (TotalSegmentator total: 0.8).")
+@click.option("--precision", default=None, help="Backend precision (fp32, fp16, bf16...; default fp32; auto "
+                                                "chooses its own).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache of --backend auto (default: $TUCKERTRT_CACHE, else ~/.cache/tuckertrt).")
+@tile_step_option
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str,
-            ranks_file: str | None, download: bool, backend: str, artifacts: Path | None, precision: str,
-            tile_step: float, masks: bool, device: str | None) -> None:
+            ranks_file: str | None, download: bool, backend: str | None, artifacts: Path | None, precision: str | None,
+            cache_dir: Path | None, tile_step: float, masks: bool, device: str | None) -> None:
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
     Exits 1 if any case failed (the others are still written)."""
@@ -47,7 +50,17 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     segment_many(inputs, output, [], masks=masks, check_only=True)  # outputs checked before any model loads
     check_separate([output], model_paths(model_ref) + ([artifacts] if artifacts else []))
     decomposition = (df, min_rank, policy, ranks_file)
-    runners = _runners(model_ref, decomposition, download, backend, artifacts, precision, device)
+    if backend is None and (precision is not None or device is not None):
+        click.echo("warning: --precision/--device without --backend run eager PyTorch as before; this is "
+                   "deprecated, say --backend torch (the default is now auto)", err=True)
+        backend = "torch"
+    if backend in (None, AUTO):
+        if artifacts is not None:
+            raise UsageError("--artifacts needs an explicit --backend (onnxruntime, openvino or tensorrt); the "
+                             "default, auto, exports and chooses its own")
+        runners = _auto_runners(model_ref, decomposition, download, cache_dir)
+    else:
+        runners = _runners(model_ref, decomposition, download, backend, artifacts, precision or "fp32", device)
 
     def report(case: str, error: str | None) -> None:
         if error:
@@ -61,6 +74,19 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     if result.failed:
         click.echo(f"{len(result.failed)} of {len(inputs)} cases failed", err=True)
         sys.exit(1)
+
+
+def _auto_runners(model_ref: str, decomposition: tuple, download: bool, cache_dir: Path | None) -> list:
+    from tuckertrt.cli.options import decomposed_as_asked
+    from tuckertrt.inference.auto_backend import open_auto
+    from tuckertrt.models import load_models
+
+    runners = []
+    for model in load_models(model_ref, download=download):
+        auto = open_auto(decomposed_as_asked(model, *decomposition), cache_dir, log=click.echo)
+        click.echo(f"{model.name}: backend {auto.describe()}")
+        runners.append(auto.runner)
+    return runners
 
 
 def _runners(model_ref: str, decomposition: tuple, download: bool, backend: str, artifacts: Path | None,

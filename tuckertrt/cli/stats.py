@@ -67,7 +67,7 @@ def decompose_cmd(model: str, df: float | None, min_rank: int, policy: str, rank
         raise UsageError("give --df or --ranks")
     check_new_model_file(output, model, ranks_file)
     loaded = load_model(model, download=download)
-    ranks = rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None
+    ranks = rank_spec(ranks_file, loaded.network, min_rank)
     result = decompose(loaded, df=df, min_rank=min_rank, policy=policy, ranks=ranks, hooi_iters=hooi_iters)
     save_decomposed(result, output)
     info = result.decomposition

@@ -189,7 +189,7 @@ def finetune(model: str, df: float | None, min_rank: int, policy: str, ranks_fil
     if compressed is None:
         if df is None and ranks_file is None:
             raise UsageError("give --df or --ranks (or a compressed MODEL)")
-        ranks = rank_spec(ranks_file, loaded.network, min_rank) if ranks_file else None
+        ranks = rank_spec(ranks_file, loaded.network, min_rank)
         compressed = decompose(loaded, df=df, min_rank=min_rank, policy=policy, ranks=ranks)
     after_step = PruningMasks.from_zeros(compressed).apply if compressed.extra.get("pruning") else None
     _train_and_report(original, compressed, kw, after_step)

@@ -46,9 +46,12 @@ def load_rank_file(path: str | Path) -> dict[str, RankValue]:
     return ranks
 
 
-def rank_spec(value: str, network: nn.Module, min_rank: int = 8) -> dict[str, RankValue]:
-    """What ``--ranks`` names: a JSON file of per-layer ranks, ``energy:F`` (per layer, the smallest ranks that keep
-    the fraction F of each channel mode's energy) or ``vbmf`` (variational Bayesian matrix factorisation)."""
+def rank_spec(value: str | None, network: nn.Module, min_rank: int = 8) -> dict[str, RankValue] | None:
+    """What ``--ranks`` names (the one parser of that option): a JSON file of per-layer ranks, ``energy:F`` (per
+    layer, the smallest ranks that keep the fraction F of each channel mode's energy) or ``vbmf`` (variational
+    Bayesian matrix factorisation); None when the option is not given."""
+    if value is None:
+        return None
     if value == "vbmf" or value.startswith("energy:"):
         from tuckertrt.decomposition.select import spectral_spec
 
@@ -66,8 +69,9 @@ def plan_ranks(network: nn.Module, df: float | None, min_rank: int = 8, policy: 
                ranks: dict[str, RankValue] | None = None) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     """Return ``(chosen, skipped)``: ranks per decomposed layer, and the reason each other conv is kept.
 
-    Explicit ``ranks`` win; other layers follow the DF rule (or are kept when no DF is given). Policy ``paper``
-    decomposes every conv; ``default`` keeps a layer whose decomposition would not reduce its parameters.
+    Explicit ``ranks`` win; other layers follow the DF rule (or are kept when no DF is given, or at DF 1: DF 1 is
+    the original model). Policy ``paper`` decomposes every conv; ``default`` keeps a layer whose decomposition would
+    not reduce its parameters.
     """
     if df is not None and not 0 < df <= 1:
         raise UsageError(f"DF must be in (0, 1], got {df}")
@@ -95,6 +99,9 @@ def plan_ranks(network: nn.Module, df: float | None, min_rank: int = 8, policy: 
             r_in, r_out = _checked_pair(name, value, conv)
         elif df is None:
             skipped[name] = "not in the rank spec"
+            continue
+        elif df == 1:  # DF 1 is the original model in every policy (Table 1's DF 1 row)
+            skipped[name] = "DF 1 keeps the original layer"
             continue
         else:
             r_in, r_out = rank_for(conv.in_channels, df, min_rank), rank_for(conv.out_channels, df, min_rank)

@@ -22,10 +22,10 @@ import onnx
 import torch
 from torch import nn
 
-from tuckertrt.backends.ort_runner import ONNX_FILES
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import atomic_dir, check_replaceable, ensure_output_dir
 from tuckertrt.graph import manifest as mf
+from tuckertrt.graph.manifest import ONNX_FILES
 from tuckertrt.graph.fp16 import to_fp16
 from tuckertrt.graph.simplify import SIMPLIFY_TOLERANCE, check_simplifier, simplify
 from tuckertrt.graph.structure import check_conv_layers, duplicated_initializers, op_counts
@@ -126,7 +126,7 @@ def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch
     PyTorch and the FP16 graph with the FP32 graph (on ``verify_input``, default the example CT patch), and the
     results are stored in the manifest. ``dynamic_batch`` (max batch) makes the batch axis symbolic.
     """
-    from tuckertrt.parity.compare import default_patch
+    from tuckertrt.inference.patches import default_patch
 
     check_simplifier(simplifier)
     if opset < 17:

@@ -16,6 +16,7 @@ from tuckertrt.models.loaded import LoadedModel
 MANIFEST_NAME = "manifest.json"
 FORMAT = "tuckertrt-manifest/1"
 SECTIONS = ("artifacts", "comparisons", "engines", "reports")
+ONNX_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx"}  # artifact file names in an export folder
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnxconverter-common", "polygraphy", "tuckertrt")
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph.head import LinearHead
+from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 from tuckertrt.inference.io import CTImage, is_nifti, label_dtype, read_ct
 from tuckertrt.inference.outputs import SUMMARY_NAME, check_outputs, output_plan, save_result, write_summary
 from tuckertrt.inference.preprocess import labels_to_input_grid, normalize_ct, to_network_grid
@@ -20,7 +21,6 @@ from tuckertrt.models.spec import ModelSpec
 if TYPE_CHECKING:
     from tuckertrt.models.loaded import LoadedModel
 
-DEFAULT_TILE_STEP = 0.8  # TotalSegmentator's `total` task
 
 
 @dataclass
@@ -54,13 +54,12 @@ def as_runner(item: Any, device: str | None = None, precision: str = "fp32") -> 
     """A :class:`Runner`, or a :class:`~tuckertrt.models.LoadedModel` run directly with torch."""
     if isinstance(item, Runner):
         return item
-    from tuckertrt.backends.torch_runner import TorchBackend
+    from tuckertrt.backends.registry import open_backend
     from tuckertrt.models.loaded import LoadedModel
 
     if isinstance(item, LoadedModel):
-        shape = (1, item.spec.input_channels, *item.spec.patch_size)
         extra = {"decomposition_df": item.decomposition.get("df")} if item.decomposition else {}
-        return Runner(item.spec, TorchBackend(item.network, shape, precision, device), extra)
+        return Runner(item.spec, open_backend("torch", item, precision, device=device), extra)
     raise TuckerTRTError(f"cannot run {type(item).__name__}: expected a LoadedModel or a Runner")
 
 

@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph.head import LinearHead, as_tensor
+from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 MAX_ACCUMULATOR_BYTES = 4 << 30
@@ -76,7 +77,7 @@ def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tu
 
 
 def sliding_window_argmax(data: np.ndarray, predict: Predictor, patch: Sequence[int], num_classes: int,
-                          tile_step: float = 0.8, progress: bool = False, desc: str = "tiles",
+                          tile_step: float = DEFAULT_TILE_STEP, progress: bool = False, desc: str = "tiles",
                           max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
     """Label map (argmax of the Gaussian-weighted mean of the tile logits) of ``data`` ``(C, *shape)``."""
     logits = sliding_window_logits(data, predict, patch, num_classes, tile_step, progress, desc,
@@ -85,7 +86,7 @@ def sliding_window_argmax(data: np.ndarray, predict: Predictor, patch: Sequence[
 
 
 def sliding_window_logits(data: np.ndarray, predict: Predictor, patch: Sequence[int], num_classes: int,
-                          tile_step: float = 0.8, progress: bool = False, desc: str = "tiles",
+                          tile_step: float = DEFAULT_TILE_STEP, progress: bool = False, desc: str = "tiles",
                           max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
     """Weighted-mean logits ``(K, *shape)`` of ``data`` ``(C, *shape)``, predicted tile by tile."""
     patch, padded, crop, windows = _tiling(data, patch, tile_step, progress, desc)
@@ -108,7 +109,7 @@ def sliding_window_logits(data: np.ndarray, predict: Predictor, patch: Sequence[
 
 @torch.inference_mode()
 def sliding_window_features_argmax(data: np.ndarray, predict: Predictor, patch: Sequence[int], head: LinearHead,
-                                   tile_step: float = 0.8, progress: bool = False, desc: str = "tiles",
+                                   tile_step: float = DEFAULT_TILE_STEP, progress: bool = False, desc: str = "tiles",
                                    max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
     """Label map of ``data`` ``(C, *shape)`` from a predictor of channels-last features ``(1, *patch, F)``:
     Gaussian-weighted sums of the features, then ``head`` once per voxel."""

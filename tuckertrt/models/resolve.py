@@ -3,19 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tuckertrt.data import BUNDLED_MODELS, bundled_model_folder
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.models import totalseg
 from tuckertrt.models.checkpoint import load_results_folder
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.models.presets import PRESETS, load_preset
 
-FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
-FIXTURE_NAMES = {"fixture-3mm": "fixture_3mm"}
-
 
 def describe_choices() -> str:
     return ("a results folder, a saved tuckertrt model (.pt), a TotalSegmentator name "
-            f"({', '.join(totalseg.TS_NAMES)}), or a preset ({', '.join(list(PRESETS) + list(FIXTURE_NAMES))})")
+            f"({', '.join(totalseg.TS_NAMES)}), or a preset ({', '.join(list(PRESETS) + list(BUNDLED_MODELS))})")
 
 
 def load_models(ref: str | Path, fold: int | str | None = None, download: bool = False) -> list[LoadedModel]:
@@ -23,9 +21,8 @@ def load_models(ref: str | Path, fold: int | str | None = None, download: bool =
     ref_s = str(ref)
     if ref_s in PRESETS:
         return [load_preset(ref_s)]
-    if ref_s in FIXTURE_NAMES:
-        folder = _fixture_folder(ref_s)
-        return [load_results_folder(folder, fold, name=ref_s)]
+    if ref_s in BUNDLED_MODELS:
+        return [load_results_folder(bundled_model_folder(ref_s), fold, name=ref_s)]
     if ref_s in totalseg.TS_NAMES:
         return [_load_ts(totalseg.TS_MODELS[i], ref_s, fold, download) for i in totalseg.TS_NAMES[ref_s]]
     path = Path(ref_s)
@@ -44,14 +41,6 @@ def load_model(ref: str | Path, fold: int | str | None = None, download: bool = 
         raise TuckerTRTError(f"{ref} is a set of {len(models)} models; this command takes one "
                              f"(e.g. one results folder of the set)")
     return models[0]
-
-
-def _fixture_folder(name: str) -> Path:
-    folder = FIXTURES / FIXTURE_NAMES[name]
-    results = sorted(folder.glob("*/*__3d_fullres")) if folder.is_dir() else []
-    if not results:
-        raise TuckerTRTError(f"fixture model {name} not found under {folder} (it ships with the repository checkout)")
-    return results[0]
 
 
 def _load_ts(model: totalseg.TSModel, name: str, fold, download: bool) -> LoadedModel:

@@ -19,8 +19,8 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
 from tuckertrt.backends.base import Backend
-from tuckertrt.data import example_ct
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.inference.patches import ct_patch, default_patch, fit_to_patch
 from tuckertrt.models.spec import ModelSpec
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -249,34 +249,6 @@ def compare_backends(a: Backend, b: Backend, patch: np.ndarray, tolerance: Toler
     return next(iter(results.values()))
 
 
-def fit_to_patch(volume: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
-    """Centre crop or zero-pad a normalised volume to ``patch`` (zero is what nnU-Net pads with)."""
-    out = np.zeros(patch, dtype=np.float32)
-    src, dst = [], []
-    for size, want in zip(volume.shape, patch):
-        n = min(size, want)
-        s, d = (size - n) // 2, (want - n) // 2
-        src.append(slice(s, s + n))
-        dst.append(slice(d, d + n))
-    out[tuple(dst)] = volume[tuple(src)]
-    return out
-
-
-def ct_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None, ct_path: str | Path | None = None,
-             batch: int = 1) -> np.ndarray:
-    """A normalised patch (batch, C, *patch) of real CT (default: the example CT) in the network's axis order.
-
-    The volume goes through the inference preprocessing (RAS, axis order, resampling to the model spacing, CT
-    normalisation) and is centre-cropped/zero-padded to the patch: a realistic input for parity checks.
-    """
-    from tuckertrt.inference.io import read_ct
-    from tuckertrt.inference.preprocess import preprocess
-
-    image = read_ct(Path(ct_path) if ct_path else example_ct())
-    normalised = fit_to_patch(preprocess(image.array, image.affine, spec).data[0], tuple(patch or spec.patch_size))
-    return np.broadcast_to(normalised, (batch, spec.input_channels, *normalised.shape)).copy()
-
-
 def reference_patch(spec: ModelSpec, labels_path: str | Path, patch: tuple[int, ...] | None = None) -> np.ndarray:
     """Reference labels (TotalSegmentator ids, e.g. TS's own segmentation of the CT) on the same patch as
     :func:`ct_patch` takes from that CT, in the model's label ids (matched by class name), shape ``patch``."""
@@ -289,11 +261,6 @@ def reference_patch(spec: ModelSpec, labels_path: str | Path, patch: tuple[int, 
     grid, _ = to_network_grid(seg.array.astype(np.int16), seg.affine, spec, order=0)
     ids = relabel_by_name(grid.astype(np.int64), ts_total_classes(), spec.labels)
     return fit_to_patch(ids, tuple(patch or spec.patch_size)).astype(np.int16)
-
-
-def default_patch(spec: ModelSpec, patch: tuple[int, ...] | None = None) -> tuple[np.ndarray, str]:
-    """The bundled example CT as a normalised patch, with a label saying so."""
-    return ct_patch(spec, patch), f"CT {example_ct().name}"
 
 
 _SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
@@ -327,13 +294,10 @@ def open_artifact(ref: str | Path) -> Artifact:
         entry = verify_artifact(path) if manifest and path.name in manifest["artifacts"] else {}
         backend = open_backend(_SUFFIX_BACKENDS[path.suffix], path, entry.get("precision", "fp32"))
         return Artifact(backend, spec, str(path), trained)
-    from tuckertrt.backends.torch_runner import TorchBackend
     from tuckertrt.models import load_model
 
     model = load_model(ref)
-    shape = (1, model.spec.input_channels, *model.spec.patch_size)
-    return Artifact(TorchBackend(model.network, shape, "fp32", device="cpu"), model.spec, f"torch:{ref}",
-                    model.trained)
+    return Artifact(open_backend("torch", model, device="cpu"), model.spec, f"torch:{ref}", model.trained)
 
 
 def load_patch(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:

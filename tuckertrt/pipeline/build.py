@@ -13,9 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tuckertrt.backends.registry import open_backend
-from tuckertrt.backends.torch_runner import TorchBackend
-from tuckertrt.bench.timing import interleaved
+from tuckertrt.backends.registry import AUTO, ONNX_BACKENDS, open_backend
+from tuckertrt.inference.timing import interleaved
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.accounting import totals
 from tuckertrt.decomposition.serialize import save_decomposed
@@ -23,16 +22,17 @@ from tuckertrt.errors import TuckerTRTError, UsageError
 from tuckertrt.fileio import atomic_dir, check_replaceable, write_json_atomic
 from tuckertrt.graph.export import export_model
 from tuckertrt.graph.manifest import model_provenance, tool_versions
+from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 from tuckertrt.inference.segment import Runner
 from tuckertrt.models.loaded import LoadedModel
-from tuckertrt.parity.compare import default_patch
-from tuckertrt.pipeline.backend_choice import choose_backend
+from tuckertrt.inference.patches import default_patch
+from tuckertrt.inference.backend_choice import choose_backend
 from tuckertrt.data import example_ct, example_dicom, example_reference
 from tuckertrt.parity.gate import ParityGate
 from tuckertrt.pipeline.report import write_report
 from tuckertrt.pipeline.validation import validate_case
 
-BACKENDS = ("auto", "onnxruntime", "openvino", "torch")
+BACKENDS = (AUTO, *ONNX_BACKENDS, "torch")  # what validates a build
 
 
 INITS = ("data", "hosvd")
@@ -56,7 +56,7 @@ class BuildOptions:
     # and the bundled DICOM series of another patient (held out)
     references: list[Path | None] = field(default_factory=list)
     gate: ParityGate = field(default_factory=ParityGate)
-    tile_step: float = 0.8
+    tile_step: float = DEFAULT_TILE_STEP
     distill: list[Path] = field(default_factory=list)
     distill_iterations: int = 200
     engines: bool = True
@@ -203,7 +203,7 @@ def _engines(exports, options: BuildOptions, out: Path, log) -> dict[str, Any]:
     ahead-of-time engines when asked for (no GPU needed)."""
     from tuckertrt.engines.builder import BuildOptions as EngineOptions
     from tuckertrt.engines.builder import build_engine
-    from tuckertrt.engines.parity import compare_engine
+    from tuckertrt.parity.engines import compare_engine
     from tuckertrt.engines.runtime import engine_support
 
     targets = (["trt"] if options.engines else []) + (["rtx"] if options.rtx else [])
@@ -230,7 +230,7 @@ def _engines(exports, options: BuildOptions, out: Path, log) -> dict[str, Any]:
 def _backend(options: BuildOptions, onnx: Path, compressed: LoadedModel, patch: np.ndarray, log):
     if options.backend != "auto":
         return options.backend, options.precision or "fp32", None
-    reference = TorchBackend(compressed.network, patch.shape, "fp32", "cpu").run(patch)
+    reference = open_backend("torch", compressed, input_shape=patch.shape, device="cpu").run(patch)
     choice = choose_backend(onnx, patch, reference)
     log(f"backend: {choice.backend} {choice.precision} ({choice.reason})")
     return choice.backend, choice.precision, choice
@@ -238,8 +238,7 @@ def _backend(options: BuildOptions, onnx: Path, compressed: LoadedModel, patch: 
 
 def _runner(backend: str, precision: str, artifacts: dict[str, Path], model: LoadedModel) -> Runner:
     if backend == "torch":
-        shape = (1, model.spec.input_channels, *model.spec.patch_size)
-        return Runner(model.spec, TorchBackend(model.network, shape, precision, "cpu"))
+        return Runner(model.spec, open_backend("torch", model, precision, device="cpu"))
     onnx = artifacts["fp16" if precision == "fp16" and "fp16" in artifacts else "fp32"]
     return Runner(model.spec, open_backend(backend, onnx, precision=precision, head="auto"))
 

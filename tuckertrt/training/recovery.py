@@ -19,6 +19,7 @@ import torch
 
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import read_json, write_json_atomic
+from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.training.calibration import DEFAULT_CALIBRATION_CROPS, calibration_crops
 from tuckertrt.training.data import load_labelled, load_unlabelled, split_holdout, z_axis
@@ -43,7 +44,7 @@ class RecoveryOptions:
     pseudo_label_weight: float = 0.0  # Dice + CE on the teacher's segmentation where there is no ground truth
     oversample_foreground: float = 1 / 3
     val_fraction: float = 0.25
-    tile_step: float = 0.8
+    tile_step: float = DEFAULT_TILE_STEP
     cache_limit_bytes: int = 2 << 30  # cache the teacher's logits of the training volumes up to this size
     init: str = "data"  # "data": refit the factors to the teacher's layer outputs first; "none": as given
     calibration_crops: int = DEFAULT_CALIBRATION_CROPS

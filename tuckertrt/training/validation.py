@@ -17,9 +17,9 @@ SUMMARY_KEYS = ("score", "mean_dice", "mean_nsd", "voxel_agreement", "foreground
 
 
 def patch_predictor(network: torch.nn.Module, spec: ModelSpec, device: str):
-    from tuckertrt.backends.torch_runner import TorchBackend
+    from tuckertrt.backends.registry import open_backend
 
-    return TorchBackend(network, (1, spec.input_channels, *spec.patch_size), device=device).run
+    return open_backend("torch", network, input_shape=(1, spec.input_channels, *spec.patch_size), device=device).run
 
 
 def network_logits(network: torch.nn.Module, volume: Volume, spec: ModelSpec, tile_step: float,

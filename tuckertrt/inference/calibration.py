@@ -11,7 +11,7 @@ from tuckertrt.data import example_ct
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import read_json
 from tuckertrt.models.spec import ModelSpec
-from tuckertrt.parity.compare import ct_patch, fit_to_patch
+from tuckertrt.inference.patches import ct_patch, fit_to_patch
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from tuckertrt.backends.registry import backend_class, open_backend
-from tuckertrt.bench.parity import agreement, argmax_labels, output_labels
-from tuckertrt.bench.timing import interleaved
+from tuckertrt.inference.labels import agreement, argmax_labels, output_labels
+from tuckertrt.inference.timing import interleaved
 from tuckertrt.errors import TuckerTRTError
 
 # (backend, precision) in order of preference when timings tie; ONNX Runtime f32 is the universal fallback.
