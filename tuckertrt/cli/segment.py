@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tuckertrt.cli.options import decomposition_options, download_option
+from tuckertrt.cli.ts_options import ts_output_options, ts_outputs
 from tuckertrt.errors import UsageError
 
 BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
@@ -28,9 +29,11 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
               help="Sliding-window step as a fraction of the patch (TotalSegmentator total: 0.8).")
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@ts_output_options
 def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str,
             ranks_file: str | None, download: bool, backend: str, artifacts: Path | None, precision: str,
-            tile_step: float, masks: bool, device: str | None) -> None:
+            tile_step: float, masks: bool, device: str | None, roi_subset: tuple[str, ...], statistics: bool,
+            stats_include_incomplete: bool, output_type: str) -> None:
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
     Exits 1 if any case failed (the others are still written)."""
@@ -46,7 +49,8 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
             click.echo(f"{case}: FAILED: {error}", err=True)
 
     result = segment_many(inputs, output, runners, tile_step=tile_step, masks=masks,
-                          progress=sys.stderr.isatty(), keep_going=len(inputs) > 1, on_case=report)
+                          progress=sys.stderr.isatty(), keep_going=len(inputs) > 1, on_case=report,
+                          ts=ts_outputs(roi_subset, statistics, stats_include_incomplete, output_type))
     for case, summary in result.summaries.items():
         click.echo(f"{case}: {len(summary['present'])} classes, {summary['tiles']} tiles, "
                    f"{summary['seconds']:.1f} s -> {result.written[case][0]}")

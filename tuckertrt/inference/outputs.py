@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from tuckertrt.inference.io import is_nifti, strip_nifti_suffix, write_label_nif
 
 if TYPE_CHECKING:
     from tuckertrt.inference.segment import SegmentationResult
+    from tuckertrt.inference.ts_outputs import TSOutputs
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ class CaseOutputs:
     def masks_dir(self) -> Path:
         return self.labels.with_name(self.stem)
 
-    def planned_files(self, class_names: Iterable[str], masks: bool) -> list[Path]:
-        files = [self.labels, self.sidecar]
+    def planned_files(self, class_names: Iterable[str], masks: bool, case_files: Sequence[str] = ()) -> list[Path]:
+        files = [self.labels, self.sidecar] + [self.masks_dir / name for name in case_files]
         return files + ([self.masks_dir / f"{name}.nii.gz" for name in class_names] if masks else [])
 
 
@@ -62,7 +63,7 @@ def collect_inputs(path: str | Path) -> list[Path]:
 
 
 def check_not_overwriting_inputs(outputs: Iterable[CaseOutputs], inputs: Iterable[Path],
-                                 class_names: Iterable[str], masks: bool) -> None:
+                                 class_names: Iterable[str], masks: bool, case_files: Sequence[str] = ()) -> None:
     """Refuse outputs that would replace an input file or land inside an input (DICOM) folder."""
     names = list(class_names)
     input_files, input_dirs = set(), set()
@@ -70,7 +71,7 @@ def check_not_overwriting_inputs(outputs: Iterable[CaseOutputs], inputs: Iterabl
         resolved = Path(p).resolve()
         (input_dirs if resolved.is_dir() else input_files).add(resolved)
     for out in outputs:
-        for f in out.planned_files(names, masks):
+        for f in out.planned_files(names, masks, case_files):
             target = f.resolve()
             if target in input_files or target in input_dirs:
                 raise UsageError(f"output {f} would overwrite the input {target}; choose another output path")
@@ -95,8 +96,10 @@ def output_plan(inputs: list[Path], out: Path) -> list[CaseOutputs]:
     return cases
 
 
-def save_result(result: "SegmentationResult", labels_path: Path, masks: bool) -> list[Path]:
-    """Write the multilabel NIfTI (+ names in a header extension), the JSON sidecar and optional masks."""
+def save_result(result: "SegmentationResult", labels_path: Path, masks: bool, ts: "TSOutputs | None" = None
+                ) -> list[Path]:
+    """Write the multilabel NIfTI (+ names in a header extension), the JSON sidecar, optional masks and the
+    TotalSegmentator-style outputs ``ts`` asks for (statistics.json, DICOM) into the case folder."""
     out = CaseOutputs(result.case, labels_path)
     written = [write_label_nifti(labels_path, result.labels, result.image, result.class_names)]
     if masks:
@@ -105,6 +108,9 @@ def save_result(result: "SegmentationResult", labels_path: Path, masks: bool) ->
                 mask = (result.labels == label).astype(np.uint8)
                 write_label_nifti(tmp / f"{name}.nii.gz", mask, result.image)
         written.append(out.masks_dir)
-    summary = {**result.summary(), "output": str(labels_path), "masks": str(out.masks_dir) if masks else None}
+    extra = ts.write(result, out.masks_dir) if ts else []
+    written += extra
+    summary = {**result.summary(), "output": str(labels_path), "masks": str(out.masks_dir) if masks else None,
+               **({"case_files": [str(p) for p in extra]} if extra else {})}
     written.append(write_json_atomic(out.sidecar, summary))
     return written

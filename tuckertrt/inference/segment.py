@@ -18,6 +18,7 @@ from tuckertrt.inference.sliding_window import sliding_window_argmax, sliding_wi
 from tuckertrt.models.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from tuckertrt.inference.ts_outputs import TSOutputs
     from tuckertrt.models.loaded import LoadedModel
 
 DEFAULT_TILE_STEP = 0.8  # TotalSegmentator's `total` task
@@ -89,9 +90,11 @@ class SegmentationResult:
                 "seconds": round(self.seconds, 3), "tiles": self.tiles, "tile_step": self.tile_step,
                 "runners": self.runners}
 
-    def save(self, labels_path: str | os.PathLike, masks: bool = False) -> list[Path]:
-        """Write the multilabel NIfTI, a JSON sidecar beside it and, with ``masks``, one NIfTI per class."""
-        return save_result(self, Path(labels_path), masks)
+    def save(self, labels_path: str | os.PathLike, masks: bool = False, ts: "TSOutputs | None" = None
+             ) -> list[Path]:
+        """Write the multilabel NIfTI, a JSON sidecar beside it, with ``masks`` one NIfTI per class, and the
+        TotalSegmentator-style outputs ``ts`` asks for (statistics.json, DICOM-SEG) in the case folder."""
+        return save_result(self, Path(labels_path), masks, ts)
 
 
 def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequence[RunnerLike],
@@ -178,20 +181,25 @@ class BatchResult:
 def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                  models: RunnerLike | Sequence[RunnerLike], tile_step: float = DEFAULT_TILE_STEP,
                  masks: bool = False, progress: bool = False, keep_going: bool = True,
-                 on_case: Callable[[str, str | None], None] | None = None) -> BatchResult:
+                 on_case: Callable[[str, str | None], None] | None = None, ts: "TSOutputs | None" = None
+                 ) -> BatchResult:
     """Segment CTs case by case into ``out_dir`` (or into the ``.nii.gz`` file ``out_dir`` names for a single
     input). A failing case is recorded and skipped (``keep_going``) or raised. Outputs that would overwrite an
-    input are refused before anything runs."""
+    input are refused before anything runs, and so are ``ts`` options that do not fit the inputs or model
+    (an unknown ``--roi-subset`` class, DICOM output for NIfTI input)."""
     inputs = [Path(p) for p in inputs]
     runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
     plan = output_plan(inputs, Path(out_dir))
     class_names = [n for r in runners for k, n in r.spec.labels.items() if k != 0]
-    check_not_overwriting_inputs(plan, inputs, class_names, masks)
+    if ts:
+        ts.check(inputs, class_names)
+    check_not_overwriting_inputs(plan, inputs, class_names, masks, ts.case_files() if ts else ())
     result = BatchResult()
     for path, dest in zip(inputs, plan):
         try:
             seg = segment_volume(path, runners, tile_step, progress)
-            result.written[dest.case] = seg.save(dest.labels, masks)
+            seg = ts.restrict(seg) if ts else seg
+            result.written[dest.case] = seg.save(dest.labels, masks, ts)
             result.summaries[dest.case] = seg.summary()
             error = None
         except (TuckerTRTError, OSError, MemoryError) as e:
