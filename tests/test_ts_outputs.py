@@ -236,3 +236,12 @@ def test_dicom_seg_for_the_example_series(shared_data, tmp_path, capsys):
     names = read_label_names(out / "example_ct_dicom.nii.gz")
     assert len(ds.SegmentSequence) == len(np.unique(labels)) - 1 > 10
     check_seg_reproduces(out / "example_ct_dicom" / "segmentations.dcm", labels, names, instances)
+
+
+def test_dicom_output_is_never_written_into_the_input_series(tmp_path):
+    write_dicom_series(tmp_path / "series", blob_ct((20, 20, 8), (10.0, 10.0, 4.0), 3.0), 2.0)
+    before = listing(tmp_path)
+    with pytest.raises(UsageError, match="would be written into the input DICOM folder"):
+        segment_many([tmp_path / "series"], tmp_path, Runner(BONE_SPEC, bone_predictor),
+                     ts=TSOutputs(output_type="dicom_seg"))
+    assert listing(tmp_path) == before

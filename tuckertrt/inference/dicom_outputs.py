@@ -26,12 +26,16 @@ RTSTRUCT_REFUSAL = ("--output-type dicom_rtstruct is not supported: the only RT-
                     "use --output-type dicom_seg")
 
 
-def check_output_type(output_type: str, inputs: Iterable[Path]) -> None:
-    """Refuse an unknown type, RT-STRUCT, and DICOM outputs for inputs that are not DICOM series."""
+def check_output_type(output_type: str) -> None:
+    """Refuse an unknown output type, and RT-STRUCT."""
     if output_type not in OUTPUT_TYPES:
         raise UsageError(f"--output-type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     if output_type == "dicom_rtstruct":
         raise UsageError(RTSTRUCT_REFUSAL)
+
+
+def check_dicom_inputs(output_type: str, inputs: Iterable[Path]) -> None:
+    """Refuse DICOM outputs for inputs that are not DICOM series (folders)."""
     if output_type != "nifti":
         files = [p for p in inputs if is_nifti(p) or Path(p).is_file()]
         if files:

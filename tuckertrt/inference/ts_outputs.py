@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from tuckertrt.inference.dicom_outputs import DICOM_FILE, check_output_type, write_dicom_seg
+from tuckertrt.inference.dicom_outputs import DICOM_FILE, check_dicom_inputs, check_output_type, write_dicom_seg
 from tuckertrt.inference.roi import check_roi_names, restrict_labels
 from tuckertrt.inference.statistics import STATISTICS_FILE, basic_statistics, write_statistics
 
@@ -25,13 +25,16 @@ class TSOutputs:
     roi_subset: tuple[str, ...] = ()
     stats_include_incomplete: bool = False
 
+    def __post_init__(self) -> None:
+        check_output_type(self.output_type)
+
     def case_files(self) -> list[str]:
         """Names of the files written into each case folder."""
         return ([STATISTICS_FILE] if self.statistics else []) + ([DICOM_FILE] if self.output_type != "nifti" else [])
 
     def check(self, inputs: Iterable[Path], class_names: Iterable[str]) -> None:
         """Usage errors before anything runs: an unknown ROI name, a DICOM output for non-DICOM input."""
-        check_output_type(self.output_type, inputs)
+        check_dicom_inputs(self.output_type, inputs)
         if self.roi_subset:
             check_roi_names(self.roi_subset, class_names)
 
