@@ -222,7 +222,7 @@ def test_dicom_seg_for_the_example_series(shared_data, tmp_path, capsys):
         warnings.simplefilter("always")
         code, _, err = run_cli([folder, "-o", out, "--model", "fixture-3mm", "--output-type", "dicom_seg"], capsys)
     assert code == 0, err
-    assert any("has no StudyInstanceUID" in str(w.message) for w in caught)
+    assert any("has no StudyInstanceUID or SeriesInstanceUID" in str(w.message) for w in caught)
     headers = {f.name: pydicom.dcmread(f, stop_before_pixels=True) for f in folder.iterdir()}
     ds = pydicom.dcmread(out / "example_ct_dicom" / "segmentations.dcm")
     first = next(iter(headers.values()))

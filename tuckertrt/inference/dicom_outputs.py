@@ -61,13 +61,15 @@ def source_references(image: CTImage) -> list:
         if not str(ds.get("SOPInstanceUID", "")):
             raise TuckerTRTError(f"a slice in {image.source} has no SOP Instance UID; it cannot be referenced")
     instances = [str(ds.SOPInstanceUID) for ds in refs]
-    for attr in ("StudyInstanceUID", "SeriesInstanceUID"):
-        if not all(str(ds.get(attr, "")) for ds in refs):
-            derived = generate_uid(entropy_srcs=[attr, *instances])
-            warnings.warn(f"{image.source} has no {attr}; the DICOM output uses {derived}, derived from its "
-                          f"SOP Instance UIDs", stacklevel=2)
-            for ds in refs:
-                setattr(ds, attr, derived)
+    missing = [attr for attr in ("StudyInstanceUID", "SeriesInstanceUID")
+               if not all(str(ds.get(attr, "")) for ds in refs)]
+    derived = {attr: generate_uid(entropy_srcs=[attr, *instances]) for attr in missing}
+    for ds in refs:
+        for attr, uid in derived.items():
+            setattr(ds, attr, uid)
+    if derived:
+        warnings.warn(f"{image.source} has no {' or '.join(derived)}; the DICOM output uses UIDs derived from its "
+                      f"SOP Instance UIDs ({', '.join(derived.values())})", stacklevel=3)
     return refs
 
 
