@@ -3,10 +3,11 @@ dicom_seg`` writes; RT-STRUCT is refused (see :data:`RTSTRUCT_REFUSAL`).
 
 Segments are the classes present, numbered 1..N in class-id order and labelled with their TotalSegmentator names;
 the SEG shares the input's Study Instance UID and Frame of Reference and references every input slice by its
-SOP Instance UID."""
+SOP Instance UID (see :func:`source_references` for series whose anonymiser blanked these UIDs)."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -21,8 +22,8 @@ from tuckertrt.inference.io import CTImage, is_nifti
 
 OUTPUT_TYPES = ("nifti", "dicom_seg", "dicom_rtstruct")
 DICOM_FILE = "segmentations.dcm"  # TotalSegmentator's name for its DICOM output
-RTSTRUCT_REFUSAL = ("--output-type dicom_rtstruct is not supported: the only RT-STRUCT writer on PyPI (rt-utils, "
-                    "last release January 2023) is unmaintained and pulls in the full opencv-python; "
+RTSTRUCT_REFUSAL = ("--output-type dicom_rtstruct is not supported: the RT-STRUCT writer TotalSegmentator uses "
+                    "(rt-utils, last release January 2023) is unmaintained and pulls in opencv-python; "
                     "use --output-type dicom_seg")
 
 
@@ -35,7 +36,9 @@ def check_output_type(output_type: str) -> None:
 
 
 def check_dicom_inputs(output_type: str, inputs: Iterable[Path]) -> None:
-    """Refuse DICOM outputs for inputs that are not DICOM series (folders)."""
+    """Refuse DICOM outputs for inputs that are not DICOM series (folders), or without highdicom installed."""
+    if output_type == "dicom_seg" and importlib.util.find_spec("highdicom") is None:
+        raise MissingDependencyError("highdicom", "dicom", "--output-type dicom_seg")
     if output_type != "nifti":
         files = [p for p in inputs if is_nifti(p) or Path(p).is_file()]
         if files:
@@ -77,9 +80,10 @@ def dicom_seg(labels: np.ndarray, image: CTImage, class_names: dict[int, str]):
     """A highdicom ``Segmentation`` of ``labels`` (x, y, z in ``image``'s grid) over the input DICOM series."""
     try:
         import highdicom as hd
-        from pydicom.sr.codedict import codes
     except ImportError:
         raise MissingDependencyError("highdicom", "dicom", "--output-type dicom_seg") from None
+    from pydicom.sr.codedict import codes
+
     sources = source_references(image)
     if labels.shape != (int(sources[0].Columns), int(sources[0].Rows), len(sources)):
         raise TuckerTRTError(f"labels {labels.shape} do not match the series {image.source}")
