@@ -9,6 +9,7 @@ import click
 from tuckertrt.backends.registry import AUTO, BACKENDS
 from tuckertrt.cli.options import decomposition_options, download_option, tile_step_option
 from tuckertrt.cli.preflight import check_device, model_paths
+from tuckertrt.cli.ts_options import ts_output_options, ts_outputs
 from tuckertrt.errors import UsageError
 
 
@@ -32,9 +33,11 @@ from tuckertrt.errors import UsageError
 @tile_step_option
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@ts_output_options
 def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str,
             ranks_file: str | None, download: bool, backend: str | None, artifacts: Path | None, precision: str | None,
-            cache_dir: Path | None, tile_step: float, masks: bool, device: str | None) -> None:
+            cache_dir: Path | None, tile_step: float, masks: bool, device: str | None, roi_subset: tuple[str, ...],
+            statistics: bool, stats_include_incomplete: bool, output_type: str) -> None:
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
     Exits 1 if any case failed (the others are still written)."""
@@ -47,7 +50,8 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     check_device(device)
     if len(inputs) == 1:
         probe_ct(inputs[0])
-    segment_many(inputs, output, [], masks=masks, check_only=True)  # outputs checked before any model loads
+    ts = ts_outputs(roi_subset, statistics, stats_include_incomplete, output_type)
+    segment_many(inputs, output, [], masks=masks, check_only=True, ts=ts)  # outputs checked before any model loads
     check_separate([output], model_paths(model_ref) + ([artifacts] if artifacts else []))
     decomposition = (df, min_rank, policy, ranks_file)
     if backend is None and (precision is not None or device is not None):
@@ -67,7 +71,8 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
             click.echo(f"{case}: FAILED: {error}", err=True)
 
     result = segment_many(inputs, output, runners, tile_step=tile_step, masks=masks,
-                          progress=sys.stderr.isatty(), keep_going=len(inputs) > 1, on_case=report)
+                          progress=sys.stderr.isatty(), keep_going=len(inputs) > 1, on_case=report,
+                          ts=ts)
     for case, summary in result.summaries.items():
         click.echo(f"{case}: {len(summary['present'])} classes, {summary['tiles']} tiles, "
                    f"{summary['seconds']:.1f} s -> {result.written[case][0]}")

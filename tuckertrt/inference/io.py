@@ -11,6 +11,7 @@ import numpy as np
 
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import atomic_path
+from tuckertrt.inference.label_header import label_table_extension
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # A CT in Hounsfield units holds air (-1000) somewhere and stays within the 16-bit range scanners store.
@@ -30,6 +31,7 @@ class CTImage:
     affine: np.ndarray
     source: Path
     header: object | None = None  # the nibabel header of a NIfTI input (kept for writing outputs)
+    dicom: tuple = ()  # a DICOM input's slice headers (pydicom Datasets without pixel data), in z order
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -205,7 +207,9 @@ def read_dicom_series(folder: Path) -> CTImage:
     lps[:3, 2] = normal * step
     lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    return CTImage(array, affine, folder)
+    for ds in slices:
+        del ds.PixelData  # decoded above; the headers stay for outputs that reference the series
+    return CTImage(array, affine, folder, dicom=tuple(slices))
 
 
 def _slice_geometry(f: Path, ds, folder: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
@@ -285,7 +289,8 @@ def label_dtype(num_labels: int) -> type:
 
 def write_label_nifti(dest: Path, labels: np.ndarray, like: CTImage, class_names: dict[int, str] | None = None
                       ) -> Path:
-    """Write ``labels`` (x, y, z, in ``like``'s grid) atomically with ``like``'s affine, names in a header extension."""
+    """Write ``labels`` (x, y, z, in ``like``'s grid) atomically with ``like``'s affine; class names go in the header
+    as TotalSegmentator's label table (first extension) and as JSON (second)."""
     import nibabel as nib
 
     header = like.header.copy() if like.header is not None else None
@@ -293,7 +298,9 @@ def write_label_nifti(dest: Path, labels: np.ndarray, like: CTImage, class_names
     img.set_data_dtype(labels.dtype)
     img.header.set_slope_inter(1, 0)
     img.header["cal_min"], img.header["cal_max"] = 0, int(labels.max(initial=0))
+    img.header.extensions.clear()  # an input's own extensions do not describe the labels
     if class_names:
+        img.header.extensions.append(label_table_extension(class_names))
         text = json.dumps({str(k): v for k, v in class_names.items()}).encode()
         img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", text))
     with atomic_path(dest) as tmp:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from tuckertrt.inference.io import is_nifti, strip_nifti_suffix, write_label_nif
 
 if TYPE_CHECKING:
     from tuckertrt.inference.segment import SegmentationResult
+    from tuckertrt.inference.ts_outputs import TSOutputs
 
 SIDECAR_FORMAT = "tuckertrt-segmentation/1"
 SUMMARY_NAME = "segment_summary.json"
@@ -41,8 +42,9 @@ class CaseOutputs:
     def masks_dir(self) -> Path:
         return self.labels.with_name(self.stem)
 
-    def paths(self, masks: bool) -> list[Path]:
-        return [self.labels, self.sidecar] + ([self.masks_dir] if masks else [])
+    def paths(self, masks: bool, case_files: Sequence[str] = ()) -> list[Path]:
+        """What a case writes: labels, sidecar and, with masks or case files, the case folder."""
+        return [self.labels, self.sidecar] + ([self.masks_dir] if masks or case_files else [])
 
     def written_before(self) -> bool:
         """Whether the labels and sidecar present now were written by tuckertrt (its sidecar says so)."""
@@ -97,18 +99,18 @@ def collect_inputs(path: str | Path) -> list[Path]:
 
 
 def check_outputs(outputs: Iterable[CaseOutputs], inputs: Iterable[Path], masks: bool,
-                  summary: Path | None = None) -> None:
+                  summary: Path | None = None, case_files: Sequence[str] = ()) -> None:
     """Pre-flight: every output lies outside every input, replaces only earlier tuckertrt outputs and can be
     written. All problems are reported together."""
     outputs, inputs = list(outputs), list(inputs)
     problems = Problems()
-    paths = [p for out in outputs for p in out.paths(masks)] + ([summary] if summary else [])
+    paths = [p for out in outputs for p in out.paths(masks, case_files)] + ([summary] if summary else [])
     problems.check(check_separate, paths, inputs)
     for out in outputs:
         ours = out.written_before()
         problems.check(check_replaceable_file, out.labels, ours)
         problems.check(check_replaceable_file, out.sidecar, ours)
-        if masks:
+        if masks or case_files:
             problems.check(check_replaceable, out.masks_dir)
     if summary is not None:
         problems.check(check_replaceable_file, summary, _is_summary(summary))
@@ -134,33 +136,40 @@ def output_plan(inputs: list[Path], out: Path) -> list[CaseOutputs]:
     return cases
 
 
-def save_result(result: "SegmentationResult", labels_path: Path, masks: bool) -> list[Path]:
-    """Write the multilabel NIfTI (+ names in a header extension), the JSON sidecar and optional masks as one
-    set: staged beside the destination, then published together (an interrupt leaves the previous set)."""
+def save_result(result: "SegmentationResult", labels_path: Path, masks: bool, ts: "TSOutputs | None" = None
+                ) -> list[Path]:
+    """Write the multilabel NIfTI (+ names in a header extension), the JSON sidecar, optional masks and the
+    TotalSegmentator-style outputs ``ts`` asks for (statistics.json, DICOM, in the case folder) as one set: staged
+    beside the destination, then published together (an interrupt leaves the previous set)."""
     out = CaseOutputs(result.case, labels_path)
     ours = out.written_before()
     check_replaceable_file(out.labels, ours)
     check_replaceable_file(out.sidecar, ours)
-    if masks:
+    case_folder = masks or bool(ts and ts.case_files())
+    if case_folder:
         check_replaceable(out.masks_dir)
     staging = make_staging_dir(labels_path)
     try:
         staged_labels = "labels.nii.gz" if labels_path.name.lower().endswith(".gz") else "labels.nii"
         write_label_nifti(staging / staged_labels, result.labels, result.image, result.class_names)
-        if masks:
+        if case_folder:
             (staging / "masks").mkdir()
+        if masks:
             for label, file_name in mask_file_names(result.class_names).items():
                 mask = (result.labels == label).astype(np.uint8)
                 write_label_nifti(staging / "masks" / file_name, mask, result.image)
+        extra = [out.masks_dir / p.name for p in ts.write(result, staging / "masks")] if ts else []
         summary = {"format": SIDECAR_FORMAT, **result.summary(), "output": str(labels_path),
-                   "masks": str(out.masks_dir) if masks else None}
+                   "masks": str(out.masks_dir) if masks else None,
+                   **({"case_files": [str(p) for p in extra]} if extra else {})}
         write_json_atomic(staging / "sidecar.json", summary)
-        moves = {**({"masks": out.masks_dir} if masks else {}), staged_labels: out.labels, "sidecar.json": out.sidecar}
+        moves = {**({"masks": out.masks_dir} if case_folder else {}), staged_labels: out.labels,
+                 "sidecar.json": out.sidecar}
         publish(staging, moves)
     except BaseException as e:
         discard_temporary(staging, labels_path, e)
         raise
-    return [out.labels] + ([out.masks_dir] if masks else []) + [out.sidecar]
+    return [out.labels] + ([out.masks_dir] if case_folder else []) + [out.sidecar]
 
 
 def _is_summary(path: Path) -> bool:

@@ -19,6 +19,7 @@ from tuckertrt.inference.sliding_window import sliding_window_argmax, sliding_wi
 from tuckertrt.models.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from tuckertrt.inference.ts_outputs import TSOutputs
     from tuckertrt.models.loaded import LoadedModel
 
 
@@ -88,9 +89,11 @@ class SegmentationResult:
                 "seconds": round(self.seconds, 3), "tiles": self.tiles, "tile_step": self.tile_step,
                 "runners": self.runners}
 
-    def save(self, labels_path: str | os.PathLike, masks: bool = False) -> list[Path]:
-        """Write the multilabel NIfTI, a JSON sidecar beside it and, with ``masks``, one NIfTI per class."""
-        return save_result(self, Path(labels_path), masks)
+    def save(self, labels_path: str | os.PathLike, masks: bool = False, ts: "TSOutputs | None" = None
+             ) -> list[Path]:
+        """Write the multilabel NIfTI, a JSON sidecar beside it, with ``masks`` one NIfTI per class, and the
+        TotalSegmentator-style outputs ``ts`` asks for (statistics.json, DICOM-SEG) in the case folder."""
+        return save_result(self, Path(labels_path), masks, ts)
 
 
 def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequence[RunnerLike],
@@ -178,25 +181,30 @@ def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike
                  models: RunnerLike | Sequence[RunnerLike], tile_step: float = DEFAULT_TILE_STEP,
                  masks: bool = False, progress: bool = False, keep_going: bool = True,
                  on_case: Callable[[str, str | None], None] | None = None, *, summary: bool = True,
-                 check_only: bool = False) -> BatchResult:
+                 check_only: bool = False, ts: "TSOutputs | None" = None) -> BatchResult:
     """Segment CTs case by case into ``out_dir`` (or into the ``.nii.gz`` file ``out_dir`` names for a single
     input). A failing case is recorded and skipped (``keep_going``) or raised. Outputs that would overwrite an
     input or a file tuckertrt did not write are refused before anything runs (``check_only``: only that).
-    With a folder ``out_dir`` and ``summary``, each case's status goes to ``segment_summary.json`` there."""
+    With a folder ``out_dir`` and ``summary``, each case's status goes to ``segment_summary.json`` there.
+    ``ts`` adds TotalSegmentator's outputs (statistics.json, DICOM-SEG, --roi-subset); options that do not fit
+    the inputs or the model are refused first."""
     inputs = [Path(p) for p in inputs]
     plan = output_plan(inputs, Path(out_dir))
+    runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    if ts:  # the ROI names are checked once the models (their class names) are known
+        ts.check(inputs, [n for r in runners for k, n in r.spec.labels.items() if k != 0] if runners else None)
     summary_path = Path(out_dir) / SUMMARY_NAME if summary and not is_nifti(Path(out_dir)) else None
-    check_outputs(plan, inputs, masks, summary_path)
+    check_outputs(plan, inputs, masks, summary_path, ts.case_files() if ts else ())
     result = BatchResult()
     if check_only:
         return result
-    runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
     statuses: list[dict[str, Any]] = []
     for path, dest in zip(inputs, plan):
         start = time.perf_counter()
         try:
             seg = segment_volume(path, runners, tile_step, progress)
-            result.written[dest.case] = seg.save(dest.labels, masks)
+            seg = ts.restrict(seg) if ts else seg
+            result.written[dest.case] = seg.save(dest.labels, masks, ts)
             result.summaries[dest.case] = seg.summary()
             error = None
         except (TuckerTRTError, OSError, MemoryError) as e:
