@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tuckertrt.cli.options import decomposition_options, download_option
+from tuckertrt.cli.scale_out import run_scaled, scale_out_options, scaled_out
 from tuckertrt.errors import UsageError
 
 BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
@@ -16,7 +17,8 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
 @click.argument("ct", metavar="CT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="A .nii.gz file for one CT, or a folder (one <case>.nii.gz per CT).")
-@click.option("--model", "model_ref", required=True, help="Model ref (fixture-3mm, total-3mm, a results folder...).")
+@click.option("--model", "model_ref", default=None,
+              help="Model ref (fixture-3mm, total-3mm, a results folder...); required unless --server.")
 @decomposition_options
 @download_option
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True)
@@ -28,17 +30,24 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "tensorrt"]
               help="Sliding-window step as a fraction of the patch (TotalSegmentator total: 0.8).")
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@scale_out_options
 def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str,
             ranks_file: str | None, download: bool, backend: str, artifacts: Path | None, precision: str,
-            tile_step: float, masks: bool, device: str | None) -> None:
+            tile_step: float, masks: bool, device: str | None, **scale_out) -> None:
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
     Exits 1 if any case failed (the others are still written)."""
     from tuckertrt.inference.outputs import collect_inputs
     from tuckertrt.inference.segment import segment_many
 
-    inputs = collect_inputs(ct)
     decomposition = (df, min_rank, policy, ranks_file)
+    if scaled_out(scale_out):
+        return run_scaled(ct, output, masks, tile_step, scale_out, dict(
+            model=model_ref, decomposition=decomposition, download=download, backend=backend, artifacts=artifacts,
+            precision=precision, device=device))
+    if model_ref is None:
+        raise UsageError("Missing option '--model'.")
+    inputs = collect_inputs(ct)
     runners = _runners(model_ref, decomposition, download, backend, artifacts, precision, device)
 
     def report(case: str, error: str | None) -> None:

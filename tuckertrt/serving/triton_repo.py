@@ -151,6 +151,10 @@ def config_pbtxt(name: str, backend: str, model_file: str, max_batch: int, input
              f"instance_group [ {{ count: {instances}, kind: {kind} }} ]"]
     if max_batch:
         lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US} }}")
-    for key, value in parameters.items():
-        lines.append(f"parameters {{ key: {json.dumps(key)} value: {{ string_value: {json.dumps(value)} }} }}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + parameter_lines(parameters)) + "\n"
+
+
+def parameter_lines(parameters: dict[str, str]) -> list[str]:
+    """``parameters`` entries of a ``config.pbtxt`` (string values)."""
+    return [f"parameters {{ key: {json.dumps(key)} value: {{ string_value: {json.dumps(value)} }} }}"
+            for key, value in parameters.items()]
