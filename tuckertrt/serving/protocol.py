@@ -55,6 +55,6 @@ def case_id_tensor(case: str) -> np.ndarray:
 def read_case_id(array: np.ndarray | None) -> str:
     """The request's case id, reduced to a log-safe alphabet (it is written to the server's log)."""
     if array is None:
-        return "-"
+        return "request"
     text = np.asarray(array, dtype=np.uint8).tobytes()[:MAX_CASE_ID].decode("utf-8", errors="replace")
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", text) or "-"
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text) or "request"

@@ -56,6 +56,9 @@ class SegmentHandler:
         except TuckerTRTError as e:
             LOG.warning("case=%s refused: %s", case, e)
             raise
+        except Exception:
+            LOG.exception("case=%s failed", case)
+            raise
         LOG.info("case=%s shape=%s segmented in %.2f s (%d tiles)", case, "x".join(map(str, volume.shape)),
                  time.perf_counter() - start, result.tiles)
         info = {"dtype": result.labels.dtype.name, "seconds": result.seconds, "tiles": result.tiles,

@@ -38,8 +38,18 @@ class _TuckerTRTStubUtils:
         return None if tensor is None else _TuckerTRTInput(tensor)
 
     def TritonError(self, error, *args):  # noqa: N802
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        return self._utils.TritonError(lines[-1] if lines else str(error), *args)
+        return self._utils.TritonError(_tuckertrt_last_line(error), *args)
+
+    def TritonModelException(self, message):  # noqa: N802 (constructed, then raised)
+        return self._utils.TritonModelException(_tuckertrt_last_line(message))
+
+
+def _tuckertrt_last_line(text):
+    """A traceback's message without the traceback: what the client is told."""
+    import re
+
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1]) if lines else str(text)
 
 
 class _TuckerTRTInput:
