@@ -107,7 +107,9 @@ def _connect(ray: Any, options: CohortOptions, threads: int) -> bool:
         if options.workers * threads > cpus:
             raise UsageError(f"{options.workers} workers x {threads} threads need {options.workers * threads} CPUs; "
                              f"this machine has {cpus}")
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        # on loopback: a cluster started for one run takes no connections from other machines
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 _node_ip_address="127.0.0.1")
     else:
         try:
             ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
