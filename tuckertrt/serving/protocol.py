@@ -33,7 +33,7 @@ class RequestLimits:
         voxels = int(np.prod(np.asarray(shape, dtype=np.int64)))
         if voxels > self.max_voxels:
             raise TuckerTRTError(f"volume of {'x'.join(map(str, shape))} = {voxels} voxels "
-                                 f"({voxels * np.dtype(dtype).itemsize / 1e9:.1f} GB) exceeds the server's limit "
+                                 f"({voxels * np.dtype(dtype).itemsize / 1e9:.1f} GB), over the server's limit "
                                  f"of {self.max_voxels} voxels")
 
 

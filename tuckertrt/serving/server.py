@@ -130,7 +130,7 @@ def serve(segmenter: Segmenter, options: ServeOptions, on_ready: Callable[[dict[
                 triton.bind(model_name=options.model_name, infer_func=[handler] * options.instances,
                             inputs=inputs, outputs=outputs, config=ModelConfig(batching=False), strict=True)
                 model_dir = workspace / "model-store" / options.model_name
-                patch_proxy_model(model_dir)
+                patch_proxy_model(model_dir, options.limits.max_voxels)
                 with open(model_dir / "config.pbtxt", "a") as config_file:
                     config_file.write("\n".join(parameter_lines({
                         p.CLASS_NAMES_PARAMETER: json.dumps(handler.class_names)})) + "\n")

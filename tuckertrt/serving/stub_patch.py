@@ -7,6 +7,9 @@
 2. The stub's numpy binding predates numpy 2 (it reads numpy 2 arrays as empty). The proxy model that PyTriton
    copies into its model store is given tensor exchange through DLPack instead, and error messages reduced to
    their last line (the traceback stays in the server's log).
+3. Each input's declared size is checked there, on a view of the request, before PyTriton copies it to the
+   serving process (tritonserver 2.45, bundled with PyTriton 0.5, passes a shape header that the body does not
+   match on to the backend).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class _TuckerTRTStubUtils:
 
     def get_input_tensor_by_name(self, request, name):
         tensor = self._utils.get_input_tensor_by_name(request, name)
-        return None if tensor is None else _TuckerTRTInput(tensor)
+        return None if tensor is None else _TuckerTRTInput(name, tensor)
 
     def TritonError(self, error, *args):  # noqa: N802
         return self._utils.TritonError(_tuckertrt_last_line(error), *args)
@@ -53,16 +56,34 @@ def _tuckertrt_last_line(text):
 
 
 class _TuckerTRTInput:
-    def __init__(self, tensor):
-        self._tensor = tensor
+    MAX_ELEMENTS = @MAX_ELEMENTS@
+
+    def __init__(self, name, tensor):
+        self._name, self._tensor = name, tensor
 
     def as_numpy(self):  # every input of the served model is numeric, which DLPack carries
         import numpy as np
 
-        return np.from_dlpack(self._tensor)
+        view = np.from_dlpack(self._tensor)  # a view of the request: nothing copied or allocated yet
+        if view.size > self.MAX_ELEMENTS:
+            raise ValueError(f"input {self._name} declares shape {'x'.join(map(str, view.shape))} = "
+                             f"{view.nbytes} bytes, over the server's limit of {self.MAX_ELEMENTS} voxels")
+        return view
 
 
 pb_utils = _TuckerTRTStubUtils(pb_utils)
+_tuckertrt_execute = TritonPythonModel.execute
+
+
+def _tuckertrt_execute_answering_errors(self, requests):
+    """A failed batch answers each request with its one-line error (raising would add the stub's stack)."""
+    try:
+        return _tuckertrt_execute(self, requests)
+    except Exception as e:
+        return [pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))) for _ in requests]
+
+
+TritonPythonModel.execute = _tuckertrt_execute_answering_errors
 '''
 
 
@@ -78,11 +99,12 @@ def prepare_stub_environment() -> None:
         os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
 
 
-def patch_proxy_model(model_dir: Path) -> None:
-    """Append :data:`PROXY_PATCH` to the proxy ``model.py`` PyTriton generated for a bound model."""
+def patch_proxy_model(model_dir: Path, max_elements: int) -> None:
+    """Append :data:`PROXY_PATCH` (inputs of at most ``max_elements``) to the proxy ``model.py`` PyTriton
+    generated for a bound model."""
     files = sorted(model_dir.glob("*/model.py"))
     if not files:
         raise RuntimeError(f"PyTriton wrote no proxy model.py under {model_dir}")
     for path in files:
-        path.write_text(path.read_text() + PROXY_PATCH)
+        path.write_text(path.read_text() + PROXY_PATCH.replace("@MAX_ELEMENTS@", str(int(max_elements))))
 
