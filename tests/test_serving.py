@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,60 +19,22 @@ pytest.importorskip("pytriton")
 http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from tuckertrt.errors import TuckerTRTError  # noqa: E402
 from tuckertrt.serving import protocol as p  # noqa: E402
+from tuckertrt.serving.process import ServerProcess  # noqa: E402
 
 EXAMPLE_CT = Path(__file__).resolve().parents[1] / "tuckertrt" / "data" / "examples" / "example_ct.nii.gz"
 MAX_VOXELS = 2_000_000  # the example CT has 1.38 M voxels
-START_TIMEOUT_S = 240
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-class Server:
-    def __init__(self, tmp: Path):
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
-        self.log = tmp / "serve.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                              os.environ.get("PYTHONPATH", "")])}
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tuckertrt", "serve", "fixture-3mm", "--http-port", str(self.http_port),
-                 "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
-                 "--max-voxels", str(MAX_VOXELS)], stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while b"ready: " not in self.log.read_bytes():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"serve did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
-            time.sleep(1)
-        self.client = http.InferenceServerClient(f"127.0.0.1:{self.http_port}", network_timeout=600.0)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("serve"))
+    try:
+        server = ServerProcess("fixture-3mm", tmp_path_factory.mktemp("serve") / "serve.log",
+                               ("--max-voxels", str(MAX_VOXELS)))
+    except TuckerTRTError as e:
+        pytest.fail(str(e))
+    server.client = http.InferenceServerClient(f"127.0.0.1:{server.http_port}", network_timeout=600.0)
     yield server
     server.client.close()
     server.stop()
@@ -99,7 +57,7 @@ def small_case(tmp_path: Path, name: str = "small.nii.gz") -> Path:
     return path
 
 
-def infer(server: Server, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def infer(server: ServerProcess, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     inputs = []
     for name, array in tensors.items():
         t = http.InferInput(name, list(array.shape), {np.float32: "FP32", np.int16: "INT16", np.float64: "FP64",
@@ -110,7 +68,7 @@ def infer(server: Server, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return {name: result.as_numpy(name) for name in (p.LABELS, p.CLASS_NAMES, p.INFO)}
 
 
-def assert_still_serving(server: Server) -> None:
+def assert_still_serving(server: ServerProcess) -> None:
     volume = blob_ct((40, 36, 16), (20.0, 18.0, 8.0), 4.0).astype(np.int16)
     answer = infer(server, {p.VOLUME_INT16: volume, p.AFFINE: np.diag([3.0, 3.0, 3.0, 1.0])})
     assert answer[p.LABELS].shape == volume.shape and answer[p.LABELS].max() > 0

@@ -20,8 +20,8 @@ def model_loader(model: str, decomposition: tuple, download: bool, backend: str 
 
     manifest = Path(model) / "manifest.json"
     if artifacts is None and manifest.is_file():
-        model, artifacts, backend = read_json(manifest, "export manifest")["model"]["name"], Path(model), \
-            backend or "onnxruntime"
+        artifacts, backend = Path(model), backend or "onnxruntime"
+        model = read_json(manifest, "export manifest")["model"]["name"]
     return functools.partial(_runners, model, decomposition, download, backend or "torch", artifacts, precision,
                              device)
 

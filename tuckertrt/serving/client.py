@@ -46,9 +46,10 @@ class SegmentClient:
                 import tritonclient.grpc as triton
             else:
                 import tritonclient.http as triton
+            from tritonclient.utils import InferenceServerException
         except ImportError:
             raise TuckerTRTError("--server needs tritonclient: pip install 'tuckertrt[serve]'") from None
-        self.address, self.triton = address, triton
+        self.address, self.triton, self.server_error = address, triton, InferenceServerException
         options = {} if address.protocol == "grpc" else {"connection_timeout": NETWORK_TIMEOUT_S,
                                                          "network_timeout": NETWORK_TIMEOUT_S}
         self.client = triton.InferenceServerClient(address.host_port, **options)
@@ -86,14 +87,9 @@ class SegmentClient:
         requested = [self.triton.InferRequestedOutput(o) for o in outputs]
         try:
             result = self.client.infer(self.address.model, inputs, outputs=requested)
-        except self.triton_exception() as e:
+        except self.server_error as e:
             raise TuckerTRTError(f"server: {e.message() or e}") from None
         return {o: result.as_numpy(o) for o in outputs}
-
-    def triton_exception(self) -> type:
-        from tritonclient.utils import InferenceServerException
-
-        return InferenceServerException
 
     def close(self) -> None:
         self.client.close()

@@ -18,8 +18,8 @@ import numpy as np
 from tuckertrt.errors import TuckerTRTError, UsageError
 from tuckertrt.inference.segmenter import Segmenter
 from tuckertrt.serving import protocol as p
-from tuckertrt.serving.triton_repo import parameter_lines
 from tuckertrt.serving.stub_patch import patch_proxy_model, prepare_stub_environment
+from tuckertrt.serving.triton_repo import parameter_lines
 
 LOG = logging.getLogger("tuckertrt.serving")
 EXIT_TIMEOUT_S = 10  # how long a stopping server waits for requests in flight
