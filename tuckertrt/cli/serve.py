@@ -13,11 +13,15 @@ from tuckertrt.cli.segment import BACKEND_CHOICES
 
 def model_loader(model: str, decomposition: tuple, download: bool, backend: str | None, artifacts: Path | None,
                  precision: str, device: str | None) -> functools.partial:
-    """What ``segment`` would load for these options, as a picklable call (run where the model is needed).
-    MODEL may be an export folder: its manifest names the model, the folder is the artifact (onnxruntime)."""
+    """What ``segment`` would load for these options, as a picklable call (run where the model is needed, e.g.
+    a Ray worker with another working directory: paths are made absolute). MODEL may be an export folder: its
+    manifest names the model, the folder is the artifact (onnxruntime)."""
     from tuckertrt.cli.segment import _runners
     from tuckertrt.fileio import read_json
 
+    if Path(model).exists():
+        model = str(Path(model).resolve())
+    artifacts = artifacts.resolve() if artifacts is not None else None
     manifest = Path(model) / "manifest.json"
     if artifacts is None and manifest.is_file():
         artifacts, backend = Path(model), backend or "onnxruntime"
