@@ -19,7 +19,7 @@ from pathlib import Path
 
 PROXY_PATCH = '''
 
-# --- added by tuckertrt.serving.stub_patch: DLPack tensor exchange, one-line error messages ---
+# --- added by tuckertrt.serving.stub_patch: DLPack tensor exchange, input size limit, one-line errors ---
 class _TuckerTRTStubUtils:
     def __init__(self, utils):
         self._utils = utils
