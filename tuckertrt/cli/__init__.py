@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("tuckertrt.cli.toolkit:finetune", "Fine-tune a decomposed model (labels and/or distillation)."),
     "prune": ("tuckertrt.cli.toolkit:prune", "Magnitude-pruning baseline at a chosen compression ratio."),
     "report": ("tuckertrt.cli.toolkit:report", "Plots and statistics from earlier JSON results."),
+    "serve": ("tuckertrt.cli.serve:serve", "Serve whole-CT segmentation on Triton Inference Server (PyTriton)."),
+    "triton": ("tuckertrt.cli.serve:triton", "Write a Triton model repository for an exported network."),
 }
 
 

@@ -30,9 +30,11 @@ MIN_OPSET, MAX_OPSET = 17, 20
 @click.option("-o", "--output", default=None,
               help="Output directory (default: export/<model>_df<DF>/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--triton-repo", type=click.Path(file_okay=False), default=None,
+              help="Also write a Triton model repository (onnxruntime backend) for the network; see `triton`.")
 def export(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None, download: bool,
            fp16: bool, patch: tuple[int, int, int] | None, dynamic_batch: int | None, simplifier: str, opset: int,
-           verify: bool, output: str | None, as_json: bool) -> None:
+           verify: bool, output: str | None, as_json: bool, triton_repo: str | None) -> None:
     """Export MODEL (decomposed at --df) to ONNX FP32/FP16 with a manifest; exit 1 if a parity check fails."""
     from tuckertrt.cli.options import decomposed_as_asked
     from tuckertrt.graph import export_model
@@ -49,6 +51,11 @@ def export(model: str, df: float | None, min_rank: int, policy: str, ranks_file:
         click.echo(format_export(result))
     if not result.passed:
         sys.exit(1)
+    if triton_repo:
+        from tuckertrt.cli.serve import describe_repo
+        from tuckertrt.serving.triton_repo import write_triton_repo
+
+        click.echo(describe_repo(write_triton_repo(result.out_dir, triton_repo)))
 
 
 def format_export(result) -> str:

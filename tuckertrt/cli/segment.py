@@ -10,6 +10,7 @@ from tuckertrt.backends.registry import AUTO, BACKENDS
 from tuckertrt.cli.options import decomposition_options, download_option, tile_step_option
 from tuckertrt.cli.preflight import check_device, model_paths
 from tuckertrt.cli.ts_options import ts_output_options, ts_outputs
+from tuckertrt.cli.scale_out import run_scaled, scale_out_options, scaled_out
 from tuckertrt.errors import UsageError
 
 
@@ -17,7 +18,8 @@ from tuckertrt.errors import UsageError
 @click.argument("ct", metavar="CT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="A .nii.gz file for one CT, or a folder (one <case>.nii.gz per CT).")
-@click.option("--model", "model_ref", required=True, help="Model ref (fixture-3mm, total-3mm, a results folder...).")
+@click.option("--model", "model_ref", default=None,
+              help="Model ref (fixture-3mm, total-3mm, a results folder...); required unless --server.")
 @decomposition_options
 @download_option
 @click.option("--backend", type=click.Choice([AUTO, *BACKENDS]), default=None,
@@ -34,10 +36,11 @@ from tuckertrt.errors import UsageError
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @ts_output_options
+@scale_out_options
 def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: int, policy: str,
             ranks_file: str | None, download: bool, backend: str | None, artifacts: Path | None, precision: str | None,
             cache_dir: Path | None, tile_step: float, masks: bool, device: str | None, roi_subset: tuple[str, ...],
-            statistics: bool, stats_include_incomplete: bool, output_type: str) -> None:
+            statistics: bool, stats_include_incomplete: bool, output_type: str, **scale_out) -> None:
     """Segment CT (a NIfTI file, a DICOM series folder, or a folder of NIfTI files) into labels in its own grid.
 
     Exits 1 if any case failed (the others are still written)."""
@@ -46,6 +49,14 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     from tuckertrt.inference.outputs import collect_inputs
     from tuckertrt.inference.segment import segment_many
 
+    decomposition = (df, min_rank, policy, ranks_file)
+    if scaled_out(scale_out):  # on a Triton server or a Ray cluster (eager PyTorch unless --backend says)
+        return run_scaled(ct, output, masks, tile_step, scale_out, dict(
+            model=model_ref, decomposition=decomposition, download=download,
+            backend=None if backend == AUTO else backend, artifacts=artifacts, precision=precision or "fp32",
+            device=device))
+    if model_ref is None:
+        raise UsageError("Missing option '--model'.")
     inputs = collect_inputs(ct)
     check_device(device)
     if len(inputs) == 1:
@@ -53,7 +64,6 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     ts = ts_outputs(roi_subset, statistics, stats_include_incomplete, output_type)
     segment_many(inputs, output, [], masks=masks, check_only=True, ts=ts)  # outputs checked before any model loads
     check_separate([output], model_paths(model_ref) + ([artifacts] if artifacts else []))
-    decomposition = (df, min_rank, policy, ranks_file)
     if backend is None and (precision is not None or device is not None):
         click.echo("warning: --precision/--device without --backend run eager PyTorch as before; this is "
                    "deprecated, say --backend torch (the default is now auto)", err=True)
