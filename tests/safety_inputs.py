@@ -15,9 +15,9 @@ import nibabel as nib
 import numpy as np
 
 from tests.conftest import blob_ct
-from tuckertrt.models.resolve import FIXTURES
+from tuckertrt.data import bundled_model_folder
 
-FIXTURE_RESULTS = FIXTURES / "fixture_3mm" / "Dataset900_TSFixture3mm" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+FIXTURE_RESULTS = bundled_model_folder("fixture-3mm")
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -152,6 +152,8 @@ def run_build(model: LoadedModel, out_dir: str | Path, options: BuildOptions,
                                               options.progress))
         report = _report(model, compressed, options, exports, engines, choice, backend, precision, patch_latency,
                          case_results, distillation, timings, auto, calibrate)
+        if auto:
+            write_json_atomic(tmp / "ranks.json", {"ranks": auto.allocation.rank_spec(), "auto": auto.to_json()})
         write_report(tmp, report)
         write_json_atomic(tmp / "manifest.json", _manifest(model, compressed, exports, engines, choice, backend,
                                                            precision, tmp))
@@ -259,6 +261,7 @@ def _report(model, compressed, options, exports, engines, choice, backend, preci
     params0, macs0 = totals(model.network, spec.patch_size, spec.input_channels)
     params, macs = totals(compressed.network, spec.patch_size, spec.input_channels)
     latency = {n: t.to_json() for n, t in patch_latency.items()}
+    gates = _gates(cases, options)
     return {
         "schema": "tuckertrt-build/1",
         "model": spec.name, "df": None if options.auto else options.df, "min_rank": options.min_rank,
@@ -277,9 +280,39 @@ def _report(model, compressed, options, exports, engines, choice, backend, preci
         "distillation": distillation,
         "distilled_on": [str(p) for p in options.distill],
         "cases": [{**c.to_json(), "held_out": _held_out(c.source, [*calibrate, *options.distill])} for c in cases],
-        "gates": _gates(cases, options),
+        "gates": gates,
+        "levers": [] if gates["passed"] else _levers(compressed, options, gates, cases, distillation),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
+
+
+def _levers(compressed: LoadedModel, options: BuildOptions, gates: dict[str, Any], cases,
+            distillation: dict[str, Any] | None) -> list[str]:
+    """What would move a failed build towards its gate, each with the figures this build measured."""
+    levers = []
+    per_case = ", ".join(f"{c.case} {c.parity['compressed']['mean_dice']:.3f}" for c in cases)
+    if distillation is None:
+        levers.append(f"recovery: --distill CT... (a clinic's unlabelled CTs; add --device cuda on a GPU): the "
+                      f"compressed model's mean Dice is {per_case} without it")
+    else:
+        recovered = distillation["recovered"]
+        levers.append(f"more recovery: --distill-iterations above {distillation['iterations']} or more CTs; "
+                      f"held-out mean Dice {distillation['zero_shot']['mean_dice']:.3f} before, "
+                      f"{recovered['mean_dice']:.3f} after (best at iteration {distillation['best_iteration']})")
+    fits = compressed.decomposition.get("layer_fits") or []
+    if fits:
+        worst = sorted(fits, key=lambda f: -f["error_data"])[:3]
+        levers.append("less compression where it hurts: --ranks auto --macs F (or --speedup S) keeps the sensitive "
+                      "layers; largest output errors here: " + ", ".join(
+                          f"{f['name']} {f['error_data']:.2f}" for f in worst))
+    elif compressed.decomposition.get("init") == "hosvd":
+        levers.append("data-aware factors: --init data (fitted on calibration CTs) instead of --init hosvd")
+    if options.df is not None and not options.auto:
+        levers.append(f"a lower speed target: a DF above {options.df:g}")
+    worst = gates["worst_class"]
+    levers.append(f"the gate failed on mean Dice {gates['mean_dice']:.3f} (≥ {options.gate.min_dice:g}) and worst "
+                  f"class {worst['name']} {worst['dice']:.3f} in {worst['case']} (≥ {options.gate.min_class_dice:g})")
+    return levers
 
 
 def _held_out(case: str, inputs: list[Path]) -> bool:

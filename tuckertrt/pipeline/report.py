@@ -13,6 +13,13 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     write_bytes_atomic(out / "report.md", markdown(report, plots).encode())
 
 
+def _setting(report: dict[str, Any]) -> str:
+    """How the ranks were chosen, for titles: "DF 0.3", "auto ranks (macs 0.9)", "ranks from a file"."""
+    if report.get("auto_ranks"):
+        return "auto ranks (" + ", ".join(f"{k} {v:g}" for k, v in report["auto_ranks"]["target"].items()) + ")"
+    return f"DF {report['df']:g}" if report.get("df") is not None else "ranks from a file"
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None or x != x else f"{100 * x:.1f}%"
 
@@ -24,7 +31,7 @@ def _num(x: float | None) -> str:
 def markdown(report: dict[str, Any], plots: list[str] = ()) -> str:
     c, g, b = report["compression"], report["gates"], report["backend"]
     lines = [
-        f"# tuckertrt build: {report['model']} at DF {report['df']}",
+        f"# tuckertrt build: {report['model']} at {_setting(report)}",
         "",
         f"**Parity gates {'PASSED' if g['passed'] else 'FAILED'}**: mean Dice vs the uncompressed model "
         f"{g['mean_dice']:.4f} (gate ≥ {g['min_dice']}), worst class {g['worst_class']['name']} "
@@ -40,15 +47,24 @@ def markdown(report: dict[str, Any], plots: list[str] = ()) -> str:
         f"| whole-CT segmentation (median over cases) | | | {report['volume_speedup']:.2f}× |",
         "",
     ]
+    if report.get("levers"):
+        lines += ["## What would help", ""] + [f"- {lever}" for lever in report["levers"]] + [""]
+    if report.get("auto_ranks"):
+        a = report["auto_ranks"]
+        lines += [f"Ranks chosen by --ranks auto for {a['target']}: {a['mac_fraction']:.2f} of the original's "
+                  f"multiply-accumulates, predicted layer error {a['predicted_error']:.3f}"
+                  + "".join(f"; measured {r['speedup']:.2f}× at {r['mac_fraction']:.2f}" for r in a["rounds"])
+                  + f" (target {'met' if a['met'] else 'not met'}; ranks.json).", ""]
     if b.get("choice"):
         lines += [f"Backend: {b['name']} {b['precision']}: {b['choice']['reason']}.", ""]
-    lines += ["## Cases", "", "| case | model | Dice vs uncompressed | NSD | voxel agreement | foreground agreement | "
-              "Dice vs reference | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Cases", "", "| case | held out | model | Dice vs uncompressed | NSD | voxel agreement | "
+              "foreground agreement | Dice vs reference | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for case in report["cases"]:
         for name, seconds in case["seconds"].items():
             p = case["parity"].get(name)
             ref = case["vs_reference"].get(name)
-            lines.append(f"| {case['case']} | {name} | {_num(p['mean_dice']) if p else '1 (itself)'} | "
+            lines.append(f"| {case['case']} | {'yes' if case.get('held_out') else 'no'} | {name} | "
+                         f"{_num(p['mean_dice']) if p else '1 (itself)'} | "
                          f"{_num(p['mean_nsd']) if p else '–'} | {_pct(p['voxel_agreement']) if p else '–'} | "
                          f"{_pct(p['foreground_agreement']) if p else '–'} | "
                          f"{_num(ref['mean_dice']) if ref else '–'} | {seconds:.1f} |")
@@ -102,7 +118,7 @@ def _plots(folder: Path, report: dict[str, Any]) -> list[str]:
         ax.axhline(report["gates"]["min_class_dice"], color="tab:red", ls="--", lw=1, label="class gate")
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("Dice vs uncompressed")
-        ax.set_title(f"{report['model']} DF {report['df']}: per-class parity ({report['cases'][0]['case']})")
+        ax.set_title(f"{report['model']} {_setting(report)}: per-class parity ({report['cases'][0]['case']})")
         ax.tick_params(axis="x", rotation=90, labelsize=6)
         ax.legend(loc="lower right")
         written.append(_save(fig, folder / "dice_per_class.png"))
