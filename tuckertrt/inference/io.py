@@ -207,9 +207,9 @@ def read_dicom_series(folder: Path) -> CTImage:
     lps[:3, 2] = normal * step
     lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    for ds in slices:
+    for _, ds in slices:
         del ds.PixelData  # decoded above; the headers stay for outputs that reference the series
-    return CTImage(array, affine, folder, dicom=tuple(slices))
+    return CTImage(array, affine, folder, dicom=tuple(ds for _, ds in slices))
 
 
 def _slice_geometry(f: Path, ds, folder: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
