@@ -61,13 +61,13 @@ def positive_ints(ctx: click.Context, param: click.Parameter, value):
 
 def model_paths(ref: str) -> list[Path]:
     """The files behind a MODEL argument that an output must never replace or land in."""
+    from tuckertrt.data import BUNDLED_MODELS, bundled_model_folder
     from tuckertrt.errors import TuckerTRTError
-    from tuckertrt.models.resolve import FIXTURE_NAMES, _fixture_folder
 
-    if ref in FIXTURE_NAMES:
+    if ref in BUNDLED_MODELS:
         try:
-            return [_fixture_folder(ref)]
-        except TuckerTRTError:  # a missing fixture is reported when the model loads
+            return [bundled_model_folder(ref)]
+        except TuckerTRTError:  # a missing bundled model is reported when the model loads
             return []
     path = Path(ref)
     return [path] if path.exists() else []
