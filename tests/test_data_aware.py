@@ -117,7 +117,34 @@ def test_auto_ranks_meet_a_mac_budget_and_a_speed_target():
         return total / totals(candidate.network, (32, 32, 32))[1]
 
     fast = auto_ranks(model, images, speedup=1.5, measure=mac_ratio)
-    assert fast.met and fast.rounds[-1]["speedup"] >= 1.5 and fast.allocation.mac_fraction <= 1 / 1.5
+    assert fast.met and fast.rounds[-1]["speedup"] >= 1.5 and fast.mac_fraction <= 1 / 1.5
     beyond = auto_ranks(model, images, speedup=5.0, measure=mac_ratio)  # more than the candidates allow
     assert not beyond.met and beyond.to_json()["met"] is False
-    assert beyond.allocation.mac_fraction < fast.allocation.mac_fraction
+    assert beyond.mac_fraction < fast.mac_fraction
+
+
+def test_decompose_cli_chooses_and_saves_auto_ranks(tmp_path):
+    """``decompose --ranks auto --macs F --calibrate CT``: ranks within the budget, data-aware factors, the choice
+    saved with the model; --ranks auto without calibration CTs is a usage error that writes nothing."""
+    import nibabel as nib
+
+    from tests.test_cli_stats import assert_one_line_error, run_cli
+    from tests.test_training import synthetic_case
+    from tuckertrt.models.checkpoint import save_results_folder
+
+    model = small_loaded_model()
+    folder = save_results_folder(model, tmp_path / "D" / "nnUNetTrainer__nnUNetPlans__3d_fullres")
+    ct, _, affine = synthetic_case()
+    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "scan.nii.gz")
+    assert_one_line_error(run_cli("decompose", str(folder), "--ranks", "auto", "--macs", "0.6", "-o",
+                                  str(tmp_path / "x.pt")), 2, "--calibrate")
+    assert not (tmp_path / "x.pt").exists()
+    result = run_cli("decompose", str(folder), "--ranks", "auto", "--macs", "0.6",
+                     "--calibrate", str(tmp_path / "scan.nii.gz"), "-o", str(tmp_path / "auto.pt"))
+    assert result.returncode == 0, result.stderr
+    saved = load_model(str(tmp_path / "auto.pt"))
+    info = saved.decomposition
+    assert info["init"] == "data" and info["auto_ranks"]["target"] == {"macs": 0.6} and info["auto_ranks"]["met"]
+    patch = tuple(model.spec.patch_size)
+    assert totals(saved.network, patch)[1] <= 0.6 * totals(model.network, patch)[1]
+    assert "auto ranks" in result.stdout

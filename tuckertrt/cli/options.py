@@ -33,9 +33,10 @@ policy_option = click.option("--policy", type=click.Choice(["default", "paper"])
                              show_default=True,
                              help="paper: decompose every conv as the paper did; default: skip layers where it "
                                   "does not reduce parameters.")
-ranks_option = click.option("--ranks", "ranks_file", default=None, metavar="FILE|energy:F|vbmf",
+ranks_option = click.option("--ranks", "ranks_file", default=None, metavar="FILE|energy:F|vbmf|auto",
                             help="Per-layer ranks instead of --df: a JSON file {layer: [r_in, r_out] | 'keep'}, "
-                                 "energy:F (keep F of each kernel's channel energy, e.g. energy:0.9) or vbmf.")
+                                 "energy:F (keep F of each kernel's channel energy, e.g. energy:0.9), vbmf, or "
+                                 "auto (decompose, build: chosen for quality within --macs F or --speedup S).")
 tile_step_option = click.option("--tile-step", type=float, default=DEFAULT_TILE_STEP, callback=finite(0.05, 1.0),
                                  show_default=True, help="Sliding-window step as a fraction of the patch.")
 def _expect_sha256(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:

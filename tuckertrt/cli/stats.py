@@ -52,23 +52,54 @@ def stats(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
 @download_option
 @click.option("--hooi-iters", default=0, show_default=True, type=click.IntRange(0, 100),
               help="HOOI refinement sweeps after the HOSVD initialisation.")
+@click.option("--calibrate", multiple=True, type=click.Path(exists=True),
+              help="CTs to fit the factors on (data-aware: each layer fitted to the original layer's outputs); "
+                   "without it the factors come from the weights, as in the paper. Needed by --ranks auto.")
+@click.option("--macs", type=float, default=None, help="--ranks auto: fraction of the original's MACs to spend.")
+@click.option("--speedup", type=float, default=None,
+              help="--ranks auto: measured speedup to reach (OpenVINO bf16 on this machine, as deployed).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output file (.pt): state dict + rank spec + plans, loadable as MODEL by every command.")
 def decompose_cmd(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None,
-                  download: bool, hooi_iters: int, output: str) -> None:
-    """Decompose MODEL and save it."""
+                  download: bool, hooi_iters: int, calibrate: tuple[str, ...], macs: float | None,
+                  speedup: float | None, output: str) -> None:
+    """Decompose MODEL and save it (with --ranks auto: ranks chosen for quality within a MAC or speed budget)."""
     from tuckertrt.decomposition import decompose
     from tuckertrt.decomposition.ranks import rank_spec
     from tuckertrt.decomposition.serialize import save_decomposed
     from tuckertrt.errors import UsageError
     from tuckertrt.models import load_model
 
+    auto = ranks_file == "auto"
     if df is None and ranks_file is None:
         raise UsageError("give --df or --ranks")
-    check_new_model_file(output, model, ranks_file)
+    if auto and not calibrate:
+        raise UsageError("--ranks auto measures each layer's sensitivity on CTs: give --calibrate CT...")
+    if (macs is not None or speedup is not None) and not auto:
+        raise UsageError("--macs and --speedup go with --ranks auto")
+    check_new_model_file(output, model, None if auto else ranks_file)
     loaded = load_model(model, download=download)
-    ranks = rank_spec(ranks_file, loaded.network, min_rank)
-    result = decompose(loaded, df=df, min_rank=min_rank, policy=policy, ranks=ranks, hooi_iters=hooi_iters)
+    images = None
+    if calibrate:
+        from tuckertrt.training.calibration import calibration_images
+
+        images = calibration_images(calibrate, loaded.spec)
+    chosen = None
+    if auto:
+        from tuckertrt.pipeline.auto_ranks import auto_ranks
+
+        chosen = auto_ranks(loaded, images, macs=macs, speedup=speedup, min_rank=min_rank)
+        ranks = chosen.allocation.rank_spec()
+    else:
+        ranks = rank_spec(ranks_file, loaded.network, min_rank)
+    result = decompose(loaded, df=None if auto else df, min_rank=min_rank, policy=policy, ranks=ranks,
+                       hooi_iters=hooi_iters, calibration=images)
+    if chosen:
+        result.decomposition["auto_ranks"] = chosen.to_json()
+        click.echo(f"auto ranks for {chosen.target}: {chosen.mac_fraction:.3f} of the MACs, predicted "
+                   f"layer error {chosen.allocation.predicted_error:.3f}" + "".join(
+                       f"; measured {r['speedup']:.2f}× at {r['mac_fraction']:.3f}" for r in chosen.rounds)
+                   + ("" if chosen.met else " (target not reached: these are the cheapest ranks)"))
     save_decomposed(result, output)
     info = result.decomposition
     click.echo(f"wrote {output}: {len(info['ranks'])} layers decomposed, {len(info['skipped'])} kept, "

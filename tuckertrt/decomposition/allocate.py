@@ -34,16 +34,12 @@ class Option:
 
 @dataclass
 class Allocation:
-    """Chosen option per layer, with totals."""
+    """Chosen option per layer, with the totals over those layers."""
 
     layers: dict[str, Option]
     macs: int
     macs_original: int
     predicted_error: float
-
-    @property
-    def mac_fraction(self) -> float:
-        return self.macs / self.macs_original
 
     def rank_spec(self) -> dict[str, RankValue]:
         """As a ``--ranks`` JSON: ``[r_in, r_out]`` or ``"keep"`` per layer."""

@@ -52,6 +52,8 @@ def rank_spec(value: str | None, network: nn.Module, min_rank: int = 8) -> dict[
     Bayesian matrix factorisation); None when the option is not given."""
     if value is None:
         return None
+    if value == "auto":
+        raise UsageError("--ranks auto chooses ranks on calibration CTs: use it with decompose --calibrate or build")
     if value == "vbmf" or value.startswith("energy:"):
         from tuckertrt.decomposition.select import spectral_spec
 

@@ -18,7 +18,8 @@ from tuckertrt.decomposition.accounting import forward_costs, totals
 from tuckertrt.decomposition.allocate import (Allocation, Option, allocate, candidate_ranks, conv_macs,
                                               tucker_macs)
 from tuckertrt.decomposition.data_aware import rank_errors
-from tuckertrt.decomposition.ranks import conv_layers, plan_ranks
+from tuckertrt.decomposition.layers import unsupported_reason
+from tuckertrt.decomposition.ranks import conv_layers
 from tuckertrt.errors import UsageError
 from tuckertrt.models.loaded import LoadedModel
 
@@ -31,28 +32,35 @@ class AutoRanks:
 
     allocation: Allocation
     target: dict[str, float]
+    macs_total: int  # the whole original network's multiply-accumulates per patch
+    macs_fixed: int  # of which the layers that are not candidates (norms, kept convs)
     rounds: list[dict[str, float]] = field(default_factory=list)  # MAC fraction → measured speedup
+
+    @property
+    def mac_fraction(self) -> float:
+        """The compressed network's multiply-accumulates over the original's (whole network)."""
+        return (self.macs_fixed + self.allocation.macs) / self.macs_total
 
     @property
     def met(self) -> bool:
         """Whether the target was reached (a MAC budget always is, unless even the cheapest ranks exceed it)."""
         if "speedup" in self.target:
             return bool(self.rounds) and self.rounds[-1]["speedup"] >= self.target["speedup"]
-        return self.allocation.mac_fraction <= self.target["macs"] + 1e-9
+        return self.mac_fraction <= self.target["macs"] + 1e-9
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "met": self.met, "mac_fraction": round(self.allocation.mac_fraction, 4),
+        return {"target": self.target, "met": self.met, "mac_fraction": round(self.mac_fraction, 4),
                 "predicted_error": round(self.allocation.predicted_error, 4), "rounds": self.rounds,
                 "ranks": self.allocation.rank_spec()}
 
 
 def layer_options(model: LoadedModel, images: torch.Tensor, min_rank: int = 8) -> dict[str, list[Option]]:
     """Every decomposable conv's options (keep, and candidate ranks) with their MACs and predicted errors."""
-    chosen, _ = plan_ranks(model.network, 1.0, min_rank, "paper")  # the layers that can be decomposed at all
     layers = conv_layers(model.network)
+    decomposable = [name for name, conv in layers.items() if unsupported_reason(conv) is None]
     shapes = {c.name: (c.in_shape, c.out_shape)
               for c in forward_costs(model.network, model.spec.patch_size, model.spec.input_channels)}
-    candidates = {name: candidate_ranks(layers[name], min_rank) for name in chosen if name in shapes}
+    candidates = {name: candidate_ranks(layers[name], min_rank) for name in decomposable if name in shapes}
     errors = rank_errors(model.network, images, {n: c for n, c in candidates.items() if c})
     options: dict[str, list[Option]] = {}
     for name, pairs in candidates.items():
@@ -83,13 +91,13 @@ def auto_ranks(model: LoadedModel, images: torch.Tensor, *, macs: float | None =
         return allocate(options, int(fraction * total - fixed))
 
     if macs is not None:
-        return AutoRanks(allocation_at(macs), {"macs": macs})
+        return AutoRanks(allocation_at(macs), {"macs": macs}, total, fixed)
     measure = measure or openvino_speedup
     fraction, rounds = 1 / speedup, []
     chosen = allocation_at(fraction)
     for _ in range(MAX_SPEED_ROUNDS):
         measured = measure(model, decompose(model, ranks=chosen.rank_spec(), min_rank=min_rank))
-        rounds.append({"mac_fraction": round(chosen.mac_fraction, 4), "speedup": round(measured, 3)})
+        rounds.append({"mac_fraction": round((fixed + chosen.macs) / total, 4), "speedup": round(measured, 3)})
         if measured >= speedup:
             break
         fraction *= measured / speedup
@@ -97,7 +105,7 @@ def auto_ranks(model: LoadedModel, images: torch.Tensor, *, macs: float | None =
         if tighter.layers == chosen.layers:  # already the cheapest allocation the candidates allow
             break
         chosen = tighter
-    return AutoRanks(chosen, {"speedup": speedup}, rounds)
+    return AutoRanks(chosen, {"speedup": speedup}, total, fixed, rounds)
 
 
 def openvino_speedup(original: LoadedModel, compressed: LoadedModel, precision: str = "bf16") -> float:

@@ -174,7 +174,7 @@ def _decompose(model: LoadedModel, options: BuildOptions, calibrate: list[Path],
         auto = auto_ranks(model, images, macs=options.auto_macs, speedup=options.auto_speedup,
                           min_rank=options.min_rank)
         ranks = auto.allocation.rank_spec()
-        log(f"auto ranks: {auto.allocation.mac_fraction:.2f} of the MACs, predicted layer error "
+        log(f"auto ranks: {auto.mac_fraction:.2f} of the MACs, predicted layer error "
             f"{auto.allocation.predicted_error:.3f}" + "".join(
                 f"; measured {r['speedup']:.2f}× at {r['mac_fraction']:.2f}" for r in auto.rounds))
     compressed = decompose(model, df=None if options.auto else options.df, min_rank=options.min_rank,
