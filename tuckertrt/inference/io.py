@@ -19,7 +19,8 @@ CT_ABS_LIMIT = 40000.0
 
 @dataclass
 class CTImage:
-    """A 3D CT as nibabel sees it: ``array`` (x, y, z) in HU (float32), voxel-to-world ``affine`` (RAS+ mm)."""
+    """A 3D CT as nibabel sees it: ``array`` (x, y, z) in HU (int16 when the file stores integers that fit, else
+    float32), voxel-to-world ``affine`` (RAS+ mm)."""
 
     array: np.ndarray
     affine: np.ndarray
@@ -68,13 +69,31 @@ def read_nifti(path: Path) -> CTImage:
 
     try:
         img = nib.load(str(path))
-        array = np.asanyarray(img.dataobj)
+        array = _as_3d(_hu_voxels(img.dataobj), path)
+    except TuckerTRTError:
+        raise
     except Exception as e:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, OSError...)
         raise TuckerTRTError(f"{path} is not a readable NIfTI image ({type(e).__name__}: {_first_line(e)})") \
             from None
-    array = _as_3d(array, path)
-    return CTImage(array.astype(np.float32, copy=False), np.asarray(img.affine, dtype=np.float64), path,
-                   img.header)
+    return CTImage(array, np.asarray(img.affine, dtype=np.float64), path, img.header)
+
+
+def _hu_voxels(proxy: object) -> np.ndarray:
+    """The voxels in HU: integers (with an integer slope and intercept, if any) that fit int16 as int16 (half of
+    float32; applied slab by slab, never through float64), anything else as float32."""
+    slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+    raw = np.asanyarray(proxy.get_unscaled()) if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
+    if raw.dtype.kind not in "iu" or not slope.is_integer() or not inter.is_integer() or raw.size == 0:
+        return np.asanyarray(proxy).astype(np.float32, copy=False)
+    ends = [float(raw.min()) * slope + inter, float(raw.max()) * slope + inter]
+    if min(ends) < -32768 or max(ends) > 32767:
+        return np.asanyarray(proxy).astype(np.float32, copy=False)
+    if raw.dtype == np.int16 and (slope, inter) == (1.0, 0.0):
+        return raw
+    out = np.empty(raw.shape, dtype=np.int16, order="F")
+    for k in range(raw.shape[-1]):
+        out[..., k] = raw[..., k].astype(np.int32) * int(slope) + int(inter)
+    return out
 
 
 def read_dicom_series(folder: Path) -> CTImage:
@@ -138,7 +157,7 @@ def check_affine(affine: np.ndarray, path: Path) -> None:
 
 
 def check_ct_intensities(array: np.ndarray, path: Path) -> None:
-    if not np.all(np.isfinite(array)):
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise TuckerTRTError(f"{path} contains NaN or infinite voxel values")
     low, high = float(array.min()), float(array.max())
     if low > CT_MIN_BELOW or max(abs(low), abs(high)) > CT_ABS_LIMIT:
