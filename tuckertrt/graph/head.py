@@ -47,15 +47,15 @@ class LinearHead:
         (the logits of a chunk stay in cache); with ``weights`` (...), ``features`` are Gaussian-weighted sums
         and the logits ``W f + w b`` (the argmax of dividing by ``w > 0``, without the division). Ties go to the
         first class, as ``argmax``; ``max(...).indices`` runs ~1.8× faster than ``argmax`` over 118 classes."""
-        flat = as_tensor(features).reshape(-1, self.num_features).float()
+        flat = as_tensor(features).reshape(-1, self.num_features)
         weight = torch.from_numpy(np.ascontiguousarray(self.weight.T, dtype=np.float32))
         bias = torch.from_numpy(self.bias.astype(np.float32))[None]
         w = weights.reshape(-1, 1) if weights is not None else None
         out = torch.empty(flat.shape[0], dtype=torch.int64)
-        for start in range(0, flat.shape[0], chunk):
+        for start in range(0, flat.shape[0], chunk):  # float32 one chunk at a time (features may be 16-bit)
             stop = start + chunk
             shift = bias if w is None else w[start:stop] * bias
-            out[start:stop] = torch.max(torch.addmm(shift, flat[start:stop], weight), 1).indices
+            out[start:stop] = torch.max(torch.addmm(shift, flat[start:stop].float(), weight), 1).indices
         return out.numpy().astype(np.uint8 if self.num_classes <= 256 else np.uint16).reshape(
             tuple(features.shape[:-1]))
 

@@ -82,7 +82,11 @@ class SegmentationResult:
         return self.image.case_name
 
     def present(self) -> list[int]:
-        return [int(v) for v in np.unique(self.labels) if v != 0]
+        """The labels that occur, besides 0 (counted slab by slab: no sorted copy of the volume)."""
+        seen = np.zeros(int(self.labels.max(initial=0)) + 1, dtype=bool)
+        for k in range(self.labels.shape[-1]):
+            seen |= np.bincount(self.labels[..., k].ravel(order="K"), minlength=seen.size).astype(bool)
+        return [int(v) for v in np.flatnonzero(seen) if v != 0]
 
     def summary(self) -> dict[str, Any]:
         return {"case": self.case, "source": str(self.image.source), "shape": list(self.labels.shape),

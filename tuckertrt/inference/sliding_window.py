@@ -6,7 +6,8 @@ return channels-last features ``(1, *patch, F)`` with the head applied once per 
 
 Memory: for labels, the accumulator holds ``K`` logit (or ``F`` feature) channels over one patch depth of the
 (padded) network grid, a band that moves along the first axis with the tiles; rows that no later tile reaches are
-turned into labels and dropped. It is float32 unless that would exceed ``max_accumulator_bytes``, in which case
+turned into labels and dropped. It is float32 unless the predictor returns 16-bit values (a bf16 runtime's
+features: 16-bit sums of them are as precise as they are) or float32 would exceed ``max_accumulator_bytes``; then
 it is float16 (nnU-Net itself accumulates in half precision on the GPU); the weights are one float32 channel.
 Only labels leave the argmax forms, so the logit volume is never held, copied or resampled.
 (:func:`sliding_window_logits`, for training's validation, returns the whole logit volume.)
@@ -27,6 +28,7 @@ from tuckertrt.inference.io import label_dtype
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 MAX_ACCUMULATOR_BYTES = 4 << 30
+ADD_BLOCKS = 16  # a tile is added in this many blocks of rows (bounds the temporaries)
 
 
 def gaussian_importance_map(patch: Sequence[int], sigma_scale: float = 1 / 8) -> np.ndarray:
@@ -154,9 +156,13 @@ class _Band:
 
     def add(self, window: tuple[slice, ...], values: torch.Tensor, gauss: torch.Tensor,
             gauss32: torch.Tensor) -> None:
-        rows = slice(window[0].start - self.base, window[0].stop - self.base)
-        self.sums[(rows, *window[1:])].addcmul_(values, gauss)
-        self.weights[(rows, *window[1:])] += gauss32
+        first = window[0].start - self.base
+        step = max(1, len(values) // ADD_BLOCKS)
+        for row in range(0, len(values), step):  # blocks of rows: 16-bit arithmetic makes float32 temporaries
+            rows = slice(first + row, first + min(row + step, len(values)))
+            self.sums[(rows, *window[1:])].addcmul_(values[row:row + step].to(self.sums.dtype),
+                                                    gauss[row:row + step])
+        self.weights[(slice(first, first + len(values)), *window[1:])] += gauss32
 
     def advance(self, start: int, emit: Callable[[int, torch.Tensor, torch.Tensor], None]) -> None:
         """``emit(first row, sums, weights)`` for the final rows ``[base, start)``, then shift the band to begin
@@ -165,12 +171,12 @@ class _Band:
         if n <= 0:
             return
         emit(self.base, self.sums[:n], self.weights[:n])
-        keep = self.sums.shape[0] - n
-        if keep > 0:
-            self.sums[:keep] = self.sums[n:].clone()  # overlapping rows: copy out first
-            self.weights[:keep] = self.weights[n:].clone()
-        self.sums[max(keep, 0):] = 0
-        self.weights[max(keep, 0):] = 0
+        keep = max(self.sums.shape[0] - n, 0)
+        for row in range(keep):  # row by row, upwards: a row is read before anything overwrites it
+            self.sums[row] = self.sums[row + n]
+            self.weights[row] = self.weights[row + n]
+        self.sums[keep:] = 0
+        self.weights[keep:] = 0
         self.base = start
 
 
@@ -183,19 +189,23 @@ def _band_argmax(shape: tuple[int, ...], patch: tuple[int, ...], channels: int, 
     ``decide(sums, weights)`` turns final rows into labels."""
     depth = patch[0]
     nbytes = channels * depth * int(np.prod(shape[1:])) * 4
-    dtype = torch.float32 if nbytes <= max_accumulator_bytes else torch.float16
     gauss32 = torch.from_numpy(_floored(gaussian_importance_map(patch), np.float32))
-    gauss = torch.from_numpy(_floored(gaussian_importance_map(patch), np.float16 if dtype == torch.float16
-                                      else np.float32))[..., None]
-    band = _Band(shape, depth, channels, dtype)
     labels = np.empty(shape, dtype=label_dtype(num_classes - 1))
+    band, gauss = None, None
 
     def emit(first: int, sums: torch.Tensor, weights: torch.Tensor) -> None:
         labels[first:first + sums.shape[0]] = decide(sums, weights)
 
     for window in windows:
+        tile = values(window)
+        if band is None:  # 16-bit sums for 16-bit outputs (bf16 runtimes): as precise as what is summed
+            half = tile.dtype in (torch.bfloat16, torch.float16) or nbytes > max_accumulator_bytes
+            dtype = torch.float16 if half else torch.float32
+            band = _Band(shape, depth, channels, dtype)
+            gauss = torch.from_numpy(_floored(gaussian_importance_map(patch), np.float16 if half
+                                              else np.float32))[..., None]
         band.advance(window[0].start, emit)
-        band.add(window, values(window), gauss, gauss32)
+        band.add(window, tile, gauss, gauss32)
     band.advance(shape[0], emit)
     return labels
 
