@@ -9,6 +9,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from tests.conftest import blob_ct
@@ -133,3 +134,20 @@ def test_parts_sharing_a_grid_merge_there_exactly(write_ct):
     separate = merge_parts([(segment_volume(path, runner).labels, runner.spec) for runner in parts])
     assert np.array_equal(merged.labels, separate[0]) and merged.class_names == separate[1]
     assert merged.stages["resample"] > 0 and len(merged.present()) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_head_kernels_agree(dtype):
+    """The OpenVINO head kernel (used when installed) and the torch one give the same labels, ties to class 0."""
+    from tuckertrt.graph.head import LinearHead, _openvino_argmax, _torch_argmax
+
+    pytest.importorskip("openvino")
+    rng = np.random.default_rng(3)
+    head = LinearHead(rng.standard_normal((118, 32)).astype(np.float32), rng.standard_normal(118).astype(np.float32))
+    features = torch.from_numpy(rng.standard_normal((5000, 32)).astype(np.float32)).to(dtype)
+    weights = torch.rand(5000, 1) + 0.05
+    fast = _openvino_argmax(head.weight, head.bias, dtype, True)(features, weights)
+    plain = _torch_argmax(head.weight, head.bias)(features, weights).numpy()
+    assert np.array_equal(fast, plain)
+    tie = LinearHead(np.zeros((3, 2), np.float32), np.zeros(3, np.float32))
+    assert (tie.labels(np.ones((4, 2), np.float32)) == 0).all()
