@@ -16,10 +16,12 @@ of nnU-Net's labels tuckertrt's uncompressed run reproduces.
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from tuckertrt.data import example_ct
 from tuckertrt.inference.segment import DEFAULT_TILE_STEP, Runner, segment_volume
-from tuckertrt.models import load_model
+from tuckertrt.models import LoadedModel, load_model
 from tuckertrt.models.checkpoint import save_results_folder
 
 
@@ -36,6 +38,24 @@ def export(model: str, df: float | None, dest: Path) -> Path:
         args = [sys.executable, "-m", "tuckertrt", "export", model, "-o", str(dest), "--no-fp16", "--no-verify"]
         subprocess.run(args + (["--df", str(df)] if df else []), check=True, capture_output=True)
     return dest
+
+
+# The resampling settings TotalSegmentator's plans carry (nnU-Net's defaults); 2.5.x needs them in the plans.
+RESAMPLING = {
+    "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+    "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+    "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+    "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+}
+
+
+def for_nnunet(model: LoadedModel) -> LoadedModel:
+    """``model`` with plans nnU-Net 2.5's predictor reads (the resampling settings added where missing)."""
+    plans = copy.deepcopy(model.plans)
+    for cfg in plans["configurations"].values():
+        for key, value in RESAMPLING.items():
+            cfg.setdefault(key, value)
+    return replace(model, plans=plans)
 
 
 def nnunet_run(results: Path, ct: Path, out_dir: Path, tile_step: float, threads: int) -> Callable[[], Path]:
@@ -89,7 +109,8 @@ def main() -> int:
         exports = args.exports or work / "exports"
         artifacts = {"uncompressed": export(args.model, None, exports / "uncompressed"),
                      f"DF {args.df}": export(args.model, args.df, exports / f"df{args.df}")}
-        results = save_results_folder(load_model(args.model), work / "nnunet" / "nnUNetTrainer__nnUNetPlans__3d_fullres")
+        results = save_results_folder(for_nnunet(load_model(args.model)),
+                                      work / "nnunet" / "nnUNetTrainer__nnUNetPlans__3d_fullres")
         runs = {"nnU-Net predictor": nnunet_run(results, args.ct, work / "nnunet_out", args.tile_step, args.threads)}
         for runtime in args.runtime:
             backend, precision = runtime.split(":")
