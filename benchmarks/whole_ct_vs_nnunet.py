@@ -71,8 +71,9 @@ def nnunet_run(results: Path, ct: Path, out_dir: Path, tile_step: float, threads
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def run() -> Path:
-        predictor.predict_from_files_sequential([[str(ct)]], str(out_dir), save_probabilities=False, overwrite=True)
-        return out_dir / ct.name
+        predictor.predict_from_files_sequential([[str(ct)]], [str(out_dir / "nnunet")], save_probabilities=False,
+                                                overwrite=True)
+        return out_dir / "nnunet.nii.gz"
 
     return run
 
