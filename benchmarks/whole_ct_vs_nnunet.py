@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
@@ -103,7 +104,6 @@ def main() -> int:
     ap.add_argument("--exports", type=Path, default=None)
     args = ap.parse_args()
     import nibabel as nib
-    import nnunetv2
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -130,14 +130,15 @@ def main() -> int:
     best = {name: min(s) for name, s in seconds.items()}
     shape = labels["nnU-Net predictor"].shape
     print(f"{args.model} on {args.ct.name} {shape}, tile step {args.tile_step}, {args.threads} threads, best of "
-          f"{args.rounds} interleaved rounds (s per CT, read to written labels); nnunetv2 {nnunetv2.__version__ if hasattr(nnunetv2, '__version__') else '2.5.x'}")
+          f"{args.rounds} interleaved rounds (s per CT, read to written labels); nnunetv2 {version('nnunetv2')}")
     reference = best["nnU-Net predictor"]
     for name, s in best.items():
         agree = (labels[name] == labels["nnU-Net predictor"]).mean()
         print(f"  {name}: {s:.2f} s ({reference / s:.1f}x nnU-Net), labels equal to nnU-Net's on {agree:.2%}")
     for runtime in args.runtime:
         full, compressed = (best[f"tuckertrt {runtime} {name}"] for name in artifacts)
-        print(f"  {runtime}: DF {args.df} vs uncompressed {full / compressed:.2f}x; vs nnU-Net {reference / compressed:.1f}x")
+        print(f"  {runtime}: DF {args.df} vs uncompressed {full / compressed:.2f}x; "
+              f"vs nnU-Net {reference / compressed:.1f}x")
     fastest_full = min(best[f"tuckertrt {r} uncompressed"] for r in args.runtime)
     fastest_df = min(best[f"tuckertrt {r} DF {args.df}"] for r in args.runtime)
     print(f"  fastest DF {args.df} vs fastest uncompressed: {fastest_full / fastest_df:.2f}x; "

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from tuckertrt.errors import TuckerTRTError
-from tuckertrt.fileio import atomic_path
+from tuckertrt.inference.io import save_nifti
 from tuckertrt.inference.resample import resample
 
 LARGE_SHAPE = (512, 512, 900)
@@ -42,11 +42,7 @@ def make_scaled_ct(dest: str | Path, shape: Sequence[int] = LARGE_SHAPE, spacing
     affine[:3, 3] = centre[:3] - affine[:3, :3] @ ((np.array(shape) - 1) / 2)
     img = nib.Nifti1Image(volume, affine)
     img.set_data_dtype(np.int16)
-    with atomic_path(dest) as tmp:
-        named = tmp.with_name(tmp.name + (".nii.gz" if dest.name.endswith(".gz") else ".nii"))
-        nib.save(img, str(named))
-        named.replace(tmp)
-    return dest
+    return save_nifti(img, dest)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
