@@ -37,10 +37,10 @@ def _main(argv: list[str]) -> None:
     runner = open_backend(backend, artifact, precision=precision, threads=int(threads) or None, **json.loads(options))
     shape = tuple(d if d > 0 else 1 for d in runner.input_shape)
     runner.run(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
-    print(_vm_hwm())
+    print(vm_hwm())
 
 
-def _vm_hwm() -> int:
+def vm_hwm() -> int:
     """This process's peak resident set size in bytes (Linux ``/proc/self/status`` VmHWM; ru_maxrss elsewhere)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():

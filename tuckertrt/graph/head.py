@@ -13,7 +13,8 @@ rather than once per overlapping tile.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -31,6 +32,7 @@ class LinearHead:
 
     weight: np.ndarray
     bias: np.ndarray
+    _kernels: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_features(self) -> int:
@@ -42,28 +44,74 @@ class LinearHead:
 
     @torch.inference_mode()
     def labels(self, features: np.ndarray | torch.Tensor, weights: torch.Tensor | None = None,
-               chunk: int = 16384) -> np.ndarray:
-        """argmax over classes of ``W f + b`` for channels-last ``features`` (..., F), ``chunk`` voxels at a time
-        (the logits of a chunk stay in cache); with ``weights`` (...), ``features`` are Gaussian-weighted sums
-        and the logits ``W f + w b`` (the argmax of dividing by ``w > 0``, without the division). Ties go to the
-        first class, as ``argmax``; ``max(...).indices`` runs ~1.8× faster than ``argmax`` over 118 classes."""
-        flat = as_tensor(features).reshape(-1, self.num_features).float()
-        weight = torch.from_numpy(np.ascontiguousarray(self.weight.T, dtype=np.float32))
-        bias = torch.from_numpy(self.bias.astype(np.float32))[None]
-        w = weights.reshape(-1, 1) if weights is not None else None
-        out = torch.empty(flat.shape[0], dtype=torch.int64)
+               chunk: int = 65536) -> np.ndarray:
+        """argmax over classes of ``W f + b`` for channels-last ``features`` (..., F), ``chunk`` voxels at a time;
+        with ``weights`` (...), ``features`` are Gaussian-weighted sums and the logits ``W f + w b`` (the argmax
+        of dividing by ``w > 0``, without the division). Runs on OpenVINO's CPU plugin in f32 when installed
+        (matrix product, bias and top-1 in one compiled kernel: ~3× torch's ``addmm`` + ``max`` on 5.6M voxels),
+        else on torch. Ties go to the first class, as ``argmax``."""
+        flat = as_tensor(features).reshape(-1, self.num_features)
+        if flat.dtype not in (torch.float16, torch.float32):
+            flat = flat.float()
+        w = weights.reshape(-1, 1).float() if weights is not None else None
+        kernel = self._kernel(flat.dtype, w is not None)
+        out = np.empty(flat.shape[0], dtype=np.uint8 if self.num_classes <= 256 else np.uint16)
         for start in range(0, flat.shape[0], chunk):
             stop = start + chunk
-            shift = bias if w is None else w[start:stop] * bias
-            out[start:stop] = torch.max(torch.addmm(shift, flat[start:stop], weight), 1).indices
-        return out.numpy().astype(np.uint8 if self.num_classes <= 256 else np.uint16).reshape(
-            tuple(features.shape[:-1]))
+            out[start:stop] = kernel(flat[start:stop], None if w is None else w[start:stop])
+        return out.reshape(tuple(features.shape[:-1]))
+
+    def _kernel(self, dtype: torch.dtype, weighted: bool) -> Callable[[torch.Tensor, torch.Tensor | None], Any]:
+        key = (dtype, weighted)
+        if key not in self._kernels:
+            try:
+                self._kernels[key] = _openvino_argmax(self.weight, self.bias, dtype, weighted)
+            except ImportError:
+                self._kernels[key] = _torch_argmax(self.weight, self.bias)
+        return self._kernels[key]
 
     def logits(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
         """``W f + b`` for channels-last ``features`` (..., F), class axis last, float32."""
         f = as_tensor(features).float()
         return (f @ torch.from_numpy(self.weight.T.astype(np.float32)) + torch.from_numpy(
             self.bias.astype(np.float32))).numpy()
+
+
+def _torch_argmax(weight: np.ndarray, bias: np.ndarray) -> Callable[[torch.Tensor, torch.Tensor | None], Any]:
+    w_t = torch.from_numpy(np.ascontiguousarray(weight.T, dtype=np.float32))
+    b = torch.from_numpy(bias.astype(np.float32))[None]
+
+    def run(features: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        shift = b if weights is None else weights * b
+        return torch.max(torch.addmm(shift, features.float(), w_t), 1).indices  # max: ~1.8× argmax's speed
+
+    return run
+
+
+def _openvino_argmax(weight: np.ndarray, bias: np.ndarray, dtype: torch.dtype, weighted: bool
+                     ) -> Callable[[torch.Tensor, torch.Tensor | None], Any]:
+    """``argmax(W f + (w) b)`` compiled for OpenVINO's CPU plugin in f32 (16-bit ``f`` converted inside)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    features = ops.parameter([-1, weight.shape[1]], ov.Type.f16 if dtype == torch.float16 else ov.Type.f32)
+    params = [features]
+    logits = ops.matmul(ops.convert(features, ov.Type.f32), ops.constant(np.ascontiguousarray(weight.T, np.float32)),
+                        False, False)
+    shift = ops.constant(bias.astype(np.float32)[None])
+    if weighted:
+        params.append(ops.parameter([-1, 1], ov.Type.f32))
+        shift = ops.multiply(params[1], shift)
+    top = ops.topk(ops.add(logits, shift), 1, 1, "max", "value", ov.Type.i32, stable=True)  # ties: first class
+    compiled = ov.Core().compile_model(ov.Model([top.output(1)], params), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+
+    def run(features: torch.Tensor, weights: torch.Tensor | None) -> np.ndarray:
+        inputs = [features.contiguous().numpy()] + ([] if weights is None else [weights.contiguous().numpy()])
+        return request.infer(inputs)[0][:, 0]
+
+    return run
 
 
 def as_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:

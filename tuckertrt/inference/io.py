@@ -1,11 +1,13 @@
 """Read CT volumes (NIfTI file or DICOM series folder) and write label maps, with one-line errors."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +16,8 @@ from tuckertrt.fileio import atomic_path
 from tuckertrt.inference.label_header import label_table_extension
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+GZIP_LEVEL = 1
+READ_CHUNK = 16 << 20
 # A CT in Hounsfield units holds air (-1000) somewhere and stays within the 16-bit range scanners store.
 CT_MIN_BELOW = -200.0
 CT_ABS_LIMIT = 40000.0
@@ -25,7 +29,8 @@ MAX_VOXELS = 2**31
 
 @dataclass
 class CTImage:
-    """A 3D CT as nibabel sees it: ``array`` (x, y, z) in HU (float32), voxel-to-world ``affine`` (RAS+ mm)."""
+    """A 3D CT as nibabel sees it: ``array`` (x, y, z) in HU (int16 when the file stores integers that fit, else
+    float32), voxel-to-world ``affine`` (RAS+ mm)."""
 
     array: np.ndarray
     affine: np.ndarray
@@ -101,13 +106,50 @@ def read_nifti(path: Path) -> CTImage:
     img = _load_nifti_header(path)
     _check_shape(tuple(img.shape), path)
     try:
-        array = np.asanyarray(img.dataobj)
-        array = _as_3d(array, path).astype(np.float32, copy=False)
+        array = _as_3d(_hu_voxels(img.dataobj, _stored_voxels(img, path)), path)
     except TuckerTRTError:
         raise
     except Exception as e:  # truncated data, bad compression, dtypes that are no numbers (RGB, complex)
         raise TuckerTRTError(f"{path} has unreadable voxel data ({type(e).__name__}: {_first_line(e)})") from None
     return CTImage(array, np.asarray(img.affine, dtype=np.float64), path, img.header)
+
+
+def _stored_voxels(img: Any, path: Path) -> np.ndarray:
+    """The voxels as stored (no scaling). A ``.nii.gz`` is streamed into its array in chunks (nibabel would
+    hold a second full-size copy while decompressing); a ``.nii`` is memory-mapped by nibabel."""
+    proxy = img.dataobj
+    if not path.name.lower().endswith(".gz"):
+        return np.asanyarray(proxy.get_unscaled())
+    out = np.empty(proxy.shape, dtype=proxy.dtype, order=proxy.order)
+    flat = memoryview(out.reshape(-1, order="A")).cast("B")
+    with gzip_open(path, "rb") as f:
+        if len(f.read(proxy.offset)) != proxy.offset:  # a threaded stream cannot seek: skip the header
+            raise TuckerTRTError(f"{path} is truncated before its voxels")
+        for start in range(0, len(flat), READ_CHUNK):
+            chunk = flat[start:start + READ_CHUNK]
+            if f.readinto(chunk) != len(chunk):
+                raise TuckerTRTError(f"{path} is truncated: its header promises {out.nbytes} bytes of voxels")
+    return out if out.dtype.isnative else out.byteswap(inplace=True).view(out.dtype.newbyteorder("="))
+
+
+def _hu_voxels(proxy: Any, raw: np.ndarray) -> np.ndarray:
+    """The voxels in HU from the ``raw`` stored ones: integers (with an integer slope and intercept, if any) that
+    fit int16 as int16 (half of float32; scaled slab by slab, never through float64), anything else float32."""
+    slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+    ends = [float(raw.min()) * slope + inter, float(raw.max()) * slope + inter] if raw.size else [0.0]
+    if raw.dtype.kind not in "iu" or not slope.is_integer() or not inter.is_integer() or min(ends) < -32768 \
+            or max(ends) > 32767:
+        out = raw.astype(np.float32)  # a copy: a memory-mapped file is never written
+        if (slope, inter) != (1.0, 0.0):
+            out *= np.float32(slope)
+            out += np.float32(inter)
+        return out
+    if raw.dtype == np.int16 and (slope, inter) == (1.0, 0.0):
+        return raw
+    out = np.empty(raw.shape, dtype=np.int16, order="F")
+    for k in range(raw.shape[-1]):
+        out[..., k] = raw[..., k].astype(np.int32) * int(slope) + int(inter)
+    return out
 
 
 # DICOM series checks: positions along the slice normal must be distinct and evenly spaced, the way dcm2niix
@@ -270,7 +312,7 @@ def check_affine(affine: np.ndarray, path: Path) -> None:
 
 
 def check_ct_intensities(array: np.ndarray, path: Path) -> None:
-    if not np.all(np.isfinite(array)):
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise TuckerTRTError(f"{path} contains NaN or infinite voxel values")
     low, high = float(array.min()), float(array.max())
     if low > CT_MIN_BELOW or max(abs(low), abs(high)) > CT_ABS_LIMIT:
@@ -303,12 +345,54 @@ def write_label_nifti(dest: Path, labels: np.ndarray, like: CTImage, class_names
         img.header.extensions.append(label_table_extension(class_names))
         text = json.dumps({str(k): v for k, v in class_names.items()}).encode()
         img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", text))
+    return save_nifti(img, dest)
+
+
+def save_nifti(img: object, dest: Path) -> Path:
+    """Write a nibabel NIfTI image atomically; ``.nii.gz`` through :func:`gzip_open` at :data:`GZIP_LEVEL`."""
+    import nibabel as nib
+
     with atomic_path(dest) as tmp:
-        # nibabel picks gzip from the file name, so keep the real suffix on the temporary name
-        named = tmp.with_name(tmp.name + (".nii.gz" if dest.name.endswith(".gz") else ".nii"))
-        try:
-            nib.save(img, str(named))
-            os.replace(named, tmp)
-        finally:
-            named.unlink(missing_ok=True)
+        with (gzip_open(tmp, "wb") if dest.name.lower().endswith(".gz") else open(tmp, "wb")) as f:
+            stream = _ForwardStream(f)
+            img.to_file_map({"image": nib.FileHolder(fileobj=stream), "header": nib.FileHolder(fileobj=stream)})
     return dest
+
+
+class _ForwardStream(io.IOBase):
+    """A write-only stream that counts what it wrote: nibabel ``tell``s and ``seek``s to where it already is,
+    which a (threaded) gzip writer cannot do itself."""
+
+    def __init__(self, raw: Any):
+        super().__init__()
+        self.raw = raw
+        self.position = 0
+
+    def write(self, data: Any) -> int:
+        n = self.raw.write(data)
+        self.position += memoryview(data).nbytes
+        return n
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if (whence, pos) not in ((0, self.position), (1, 0)):
+            raise io.UnsupportedOperation("a NIfTI stream is written front to back")
+        return self.position
+
+
+def gzip_open(path: Path, mode: str) -> Any:
+    """A gzip stream: ISA-L's (``isal``, the ``fast-io`` extra: several times zlib's speed, compressing and
+    decompressing in a thread beside the caller) when installed, else the standard library's. Both write
+    standard gzip; writing uses the fastest level (labels compress well at any level)."""
+    try:
+        from isal import igzip_threaded
+    except ImportError:
+        import gzip
+
+        return gzip.open(path, mode, compresslevel=GZIP_LEVEL)
+    return igzip_threaded.open(path, mode, compresslevel=GZIP_LEVEL, threads=1)

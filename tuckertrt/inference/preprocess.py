@@ -2,18 +2,20 @@
 
 Forward: reorient to RAS (nibabel ``as_closest_canonical``), change the axis order from nibabel's (x, y, z) to
 the plans' reader order (SimpleITKIO: (z, y, x)) and apply ``transpose_forward``, resample to the model spacing
-(scipy ``zoom``, order 1 for the image, order 0 for labels), CT-normalise (clip to the foreground 0.5/99.5
-percentiles, z-score). Backward (labels only): resample to the pre-resampling shape with order 0, undo the
-transpose and the reorientation, so the labels lie in the input's voxel grid.
+(scipy ``zoom``'s grid, order 1 for the image, order 0 for labels; :mod:`tuckertrt.inference.resample`),
+CT-normalise (clip to the foreground 0.5/99.5 percentiles, z-score). Backward (labels only): resample to the
+pre-resampling shape with order 0, undo the transpose and the reorientation, so the labels lie in the input's voxel
+grid. Reorientation and axis order are views: the input is read where it lies (an int16 CT stays int16 until its
+slabs are interpolated) and the labels are written straight into the input-grid array.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.inference.resample import resample
 from tuckertrt.models.spec import IntensityProperties, ModelSpec
 
 
@@ -26,6 +28,7 @@ class Geometry:
     resampled_shape: tuple[int, ...]
     input_spacing: tuple[float, ...]  # in network axis order
     target_spacing: tuple[float, ...]
+    input_shape: tuple[int, ...]  # the input array's shape (x, y, z)
 
 
 @dataclass
@@ -46,25 +49,11 @@ def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return nib.apply_orientation(array, ornt), ornt, tuple(ras_spacing)
 
 
-def from_ras(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`to_ras`."""
-    import nibabel as nib
-
-    inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), orientation)
-    return nib.apply_orientation(array, inverse)
-
-
 def network_axes(array: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """nibabel (x, y, z) → the network's axis order (reader order, then ``transpose_forward``)."""
     if spec.reader_axes == "zyx":
         array = array.transpose(2, 1, 0)
     return array.transpose(spec.transpose_forward)
-
-
-def nibabel_axes(array: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Inverse of :func:`network_axes`."""
-    array = array.transpose(spec.transpose_backward)
-    return array.transpose(2, 1, 0) if spec.reader_axes == "zyx" else array
 
 
 def network_spacing(spacing_xyz: tuple[float, ...], spec: ModelSpec) -> tuple[float, ...]:
@@ -78,17 +67,6 @@ def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: 
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
 
 
-def resample(array: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
-    """Resample to ``shape`` with scipy ``zoom`` (what TotalSegmentator uses); a no-op at equal shape."""
-    if tuple(array.shape) == tuple(shape):
-        return array
-    zoom = [n / o for n, o in zip(shape, array.shape)]
-    out = ndimage.zoom(array, zoom, order=order)
-    if tuple(out.shape) != tuple(shape):  # guard against float rounding in zoom's own shape computation
-        raise TuckerTRTError(f"resampling produced shape {out.shape}, expected {shape}")
-    return out
-
-
 def normalize_ct(array: np.ndarray, intensity: IntensityProperties) -> np.ndarray:
     """nnU-Net ``CTNormalization``: clip to the foreground percentiles, then z-score."""
     out = np.clip(array, intensity.lower, intensity.upper).astype(np.float32, copy=False)
@@ -99,13 +77,17 @@ def normalize_ct(array: np.ndarray, intensity: IntensityProperties) -> np.ndarra
 
 def to_network_grid(array: np.ndarray, affine: np.ndarray, spec: ModelSpec, order: int
                     ) -> tuple[np.ndarray, Geometry]:
-    """Reorient, reorder axes and resample ``array`` (image: order 1, labels: order 0) to the network grid."""
+    """Reorient, reorder axes and resample ``array`` (image: order 1 → float32, labels: order 0 → their dtype) to
+    the network grid."""
     ras, ornt, ras_spacing = to_ras(array, affine)
     net = network_axes(ras, spec)
     spacing = network_spacing(ras_spacing, spec)
     shape = resampled_shape(net.shape, spacing, spec.spacing)
-    geometry = Geometry(ornt, tuple(net.shape), shape, spacing, tuple(spec.spacing))
-    return resample(np.ascontiguousarray(net), shape, order), geometry
+    geometry = Geometry(ornt, tuple(net.shape), shape, spacing, tuple(spec.spacing), tuple(array.shape))
+    if shape == tuple(net.shape):
+        grid = np.ascontiguousarray(net)
+        return (grid.astype(np.float32, copy=False) if order == 1 else grid), geometry
+    return resample(net, shape, order), geometry
 
 
 def preprocess(array: np.ndarray, affine: np.ndarray, spec: ModelSpec) -> Preprocessed:
@@ -114,11 +96,19 @@ def preprocess(array: np.ndarray, affine: np.ndarray, spec: ModelSpec) -> Prepro
         raise TuckerTRTError(f"{spec.name} uses {spec.normalization}; only CTNormalization is supported")
     if spec.intensity is None:
         raise TuckerTRTError(f"{spec.name} has no foreground intensity properties for CT normalisation")
-    data, geometry = to_network_grid(array.astype(np.float32, copy=False), affine, spec, order=1)
+    data, geometry = to_network_grid(array, affine, spec, order=1)
     return Preprocessed(normalize_ct(data, spec.intensity)[None], geometry)
 
 
 def labels_to_input_grid(labels: np.ndarray, geometry: Geometry, spec: ModelSpec) -> np.ndarray:
-    """Network-grid labels → the input's voxel grid and orientation (order-0 resampling, as TotalSegmentator)."""
-    back = resample(labels, geometry.network_shape, order=0)
-    return np.ascontiguousarray(from_ras(nibabel_axes(back, spec), geometry.orientation))
+    """Network-grid labels → the input's voxel grid and orientation (order-0 resampling, as TotalSegmentator),
+    written into a Fortran-ordered array (NIfTI's own layout) through the views that undo the axis order and
+    reorientation: no full-size intermediate."""
+    import nibabel as nib
+
+    out = np.empty(geometry.input_shape, dtype=labels.dtype, order="F")
+    view = network_axes(nib.apply_orientation(out, geometry.orientation), spec)  # writes land in ``out``
+    if not np.shares_memory(view, out):
+        raise TuckerTRTError("reorientation did not give a view of the output array")
+    resample(labels, geometry.network_shape, 0, out=view)
+    return out

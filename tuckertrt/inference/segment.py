@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
@@ -75,19 +75,24 @@ class SegmentationResult:
     tiles: int
     runners: list[dict[str, Any]]
     tile_step: float
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (read, resample, network...)
 
     @property
     def case(self) -> str:
         return self.image.case_name
 
     def present(self) -> list[int]:
-        return [int(v) for v in np.unique(self.labels) if v != 0]
+        """The labels that occur, besides 0 (counted slab by slab: no sorted copy of the volume)."""
+        seen = np.zeros(int(self.labels.max(initial=0)) + 1, dtype=bool)
+        for k in range(self.labels.shape[-1]):
+            seen |= np.bincount(self.labels[..., k].ravel(order="K"), minlength=seen.size).astype(bool)
+        return [int(v) for v in np.flatnonzero(seen) if v != 0]
 
     def summary(self) -> dict[str, Any]:
         return {"case": self.case, "source": str(self.image.source), "shape": list(self.labels.shape),
                 "labels": {str(k): v for k, v in self.class_names.items()}, "present": self.present(),
                 "seconds": round(self.seconds, 3), "tiles": self.tiles, "tile_step": self.tile_step,
-                "runners": self.runners}
+                "runners": self.runners, "stage_seconds": {k: round(v, 3) for k, v in self.stages.items()}}
 
     def save(self, labels_path: str | os.PathLike, masks: bool = False, ts: "TSOutputs | None" = None
              ) -> list[Path]:
@@ -98,44 +103,89 @@ class SegmentationResult:
 
 def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequence[RunnerLike],
                    tile_step: float = DEFAULT_TILE_STEP, progress: bool = False) -> SegmentationResult:
-    """Segment one CT (path or :class:`CTImage`) with one model or a set of part models (merged by name)."""
-    image = ct if isinstance(ct, CTImage) else read_ct(ct)
+    """Segment one CT (path or :class:`CTImage`) with one model or a set of part models (merged by name).
+
+    Models that share a network grid (axis order and spacing: the five ``total-1.5mm`` parts) share one resampled
+    volume; their labels are merged in that grid and resampled back once. A CT read here from a path is dropped
+    once resampled (the result's ``image`` keeps its affine and header, with an empty array), so the input and
+    the accumulation of the network's outputs are never in memory together."""
+    clock = _Stages()
+    image = ct if isinstance(ct, CTImage) else clock.run("read", read_ct, ct)
     runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
     if not runners:
         raise TuckerTRTError("no model to segment with")
-    start = time.perf_counter()
-    grids: dict[tuple, tuple[np.ndarray, Any]] = {}
-    parts, n_tiles = [], 0
+    groups: dict[tuple, list[Runner]] = {}
     for runner in runners:
         spec = runner.spec
-        key = (spec.reader_axes, spec.transpose_forward, spec.spacing)
-        if key not in grids:
-            grids[key] = to_network_grid(image.array, image.affine, spec, order=1)
-        grid, geometry = grids[key]
-        data = normalize_ct(grid, spec.intensity)[None] if spec.intensity else grid[None]
-        counter = _CountingPredictor(runner.predict)
-        desc = f"{image.case_name} [{spec.name}]"
-        if runner.head is not None:
-            net_labels = sliding_window_features_argmax(data, counter, spec.patch_size, runner.head, tile_step,
-                                                        progress=progress, desc=desc)
-        else:
-            net_labels = sliding_window_argmax(data, counter, spec.patch_size, spec.num_classes, tile_step,
-                                               progress=progress, desc=desc)
-        n_tiles += counter.calls
-        parts.append((labels_to_input_grid(net_labels, geometry, spec), spec))
-    labels, names = merge_parts(parts)
-    return SegmentationResult(image, labels, names, time.perf_counter() - start, n_tiles,
-                              [r.describe() for r in runners], tile_step)
+        groups.setdefault((spec.reader_axes, spec.transpose_forward, spec.spacing), []).append(runner)
+    grids = {key: clock.run("resample", to_network_grid, image.array, image.affine, group[0].spec, order=1)
+             for key, group in groups.items()}
+    if not isinstance(ct, CTImage):
+        image = replace(image, array=np.empty((0, 0, 0), dtype=image.array.dtype))
+    parts, n_tiles = [], 0
+    for key, group in groups.items():
+        grid, geometry = grids.pop(key)
+        net_parts = []
+        for runner in group:
+            spec = runner.spec
+            data = clock.run("normalise", normalize_ct, grid, spec.intensity)[None] if spec.intensity else grid[None]
+            counter = _CountingPredictor(runner.predict)
+            window = sliding_window_features_argmax if runner.head is not None else sliding_window_argmax
+            net_labels = clock.run("sliding_window", window, data, counter, spec.patch_size,
+                                   runner.head if runner.head is not None else spec.num_classes, tile_step,
+                                   progress=progress, desc=f"{image.case_name} [{spec.name}]")
+            clock.move("sliding_window", "network", counter.seconds)
+            n_tiles += counter.calls
+            net_parts.append((net_labels, spec))
+        del grid
+        merged, names = clock.run("merge", merge_parts, net_parts)
+        parts.append((clock.run("resample_back", labels_to_input_grid, merged, geometry, group[0].spec),
+                      _merged_spec(group[0].spec, names)))
+    labels, names = clock.run("merge", merge_parts, parts) if len(parts) > 1 else (parts[0][0], parts[0][1].labels)
+    return SegmentationResult(image, labels, {k: v for k, v in names.items() if k != 0}, clock.total(), n_tiles,
+                              [r.describe() for r in runners], tile_step, clock.seconds)
+
+
+def _merged_spec(spec: ModelSpec, names: dict[int, str]) -> ModelSpec:
+    """``spec`` carrying a merged label map's names (what :func:`merge_parts` needs to merge it again)."""
+    return replace(spec, labels={0: "background", **names}, num_classes=max(names, default=0) + 1)
+
+
+class _Stages:
+    """Seconds spent per named stage of one segmentation."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, stage: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def move(self, source: str, dest: str, seconds: float) -> None:
+        """Count ``seconds`` of ``source`` as ``dest`` (the network's share of the sliding window)."""
+        self.seconds[source] -= seconds
+        self.seconds[dest] = self.seconds.get(dest, 0.0) + seconds
+
+    def total(self) -> float:
+        return sum(v for k, v in self.seconds.items() if k != "read")
 
 
 class _CountingPredictor:
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray]):
         self.predict = predict
         self.calls = 0
+        self.seconds = 0.0
 
     def __call__(self, patch: np.ndarray) -> np.ndarray:
         self.calls += 1
-        return self.predict(patch)
+        start = time.perf_counter()
+        try:
+            return self.predict(patch)
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 def merge_parts(parts: Sequence[tuple[np.ndarray, ModelSpec]]) -> tuple[np.ndarray, dict[int, str]]:
@@ -202,7 +252,9 @@ def segment_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike
     for path, dest in zip(inputs, plan):
         start = time.perf_counter()
         try:
-            seg = segment_volume(path, runners, tile_step, progress)
+            # statistics need the CT's intensities after segmentation: keep the image read here
+            source = read_ct(path) if ts and ts.statistics else path
+            seg = segment_volume(source, runners, tile_step, progress)
             seg = ts.restrict(seg) if ts else seg
             result.written[dest.case] = seg.save(dest.labels, masks, ts)
             result.summaries[dest.case] = seg.summary()

@@ -4,10 +4,13 @@ Two forms: predictors that return logits ``(1, K, *patch)`` (the head inside the
 return channels-last features ``(1, *patch, F)`` with the head applied once per voxel after the averaging
 (:mod:`tuckertrt.graph.head`; exact, because both the averaging and the head are linear).
 
-Memory: the accumulator holds ``K`` logit (or ``F`` feature) channels over the (padded) network grid. It is
-float32 unless that would exceed ``max_accumulator_bytes``, in which case it is float16 (nnU-Net itself
-accumulates in half precision on the GPU); the weight map is a single float32 channel. Only the argmax leaves
-this module, so the full logit volume never needs to be copied or resampled.
+Memory: for labels, the accumulator holds ``K`` logit (or ``F`` feature) channels over one patch depth of the
+(padded) network grid, a band that moves along the first axis with the tiles; rows that no later tile reaches are
+turned into labels and dropped. It is float32 unless the predictor returns 16-bit values (a bf16 runtime's
+features: 16-bit sums of them are as precise as they are) or float32 would exceed ``max_accumulator_bytes``; then
+it is float16 (nnU-Net itself accumulates in half precision on the GPU); the weights are one float32 channel.
+Only labels leave the argmax forms, so the logit volume is never held, copied or resampled.
+(:func:`sliding_window_logits`, for training's validation, returns the whole logit volume.)
 """
 from __future__ import annotations
 
@@ -22,9 +25,11 @@ from scipy import ndimage
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph.head import LinearHead, as_tensor
 from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
+from tuckertrt.inference.io import label_dtype
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 MAX_ACCUMULATOR_BYTES = 4 << 30
+ADD_BLOCKS = 16  # a tile is added in this many blocks of rows (bounds the temporaries)
 
 
 def gaussian_importance_map(patch: Sequence[int], sigma_scale: float = 1 / 8) -> np.ndarray:
@@ -79,10 +84,19 @@ def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tu
 def sliding_window_argmax(data: np.ndarray, predict: Predictor, patch: Sequence[int], num_classes: int,
                           tile_step: float = DEFAULT_TILE_STEP, progress: bool = False, desc: str = "tiles",
                           max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
-    """Label map (argmax of the Gaussian-weighted mean of the tile logits) of ``data`` ``(C, *shape)``."""
-    logits = sliding_window_logits(data, predict, patch, num_classes, tile_step, progress, desc,
-                                   max_accumulator_bytes)
-    return logits.argmax(axis=0).astype(np.uint8 if num_classes <= 256 else np.uint16)
+    """Label map (argmax of the Gaussian-weighted mean of the tile logits) of ``data`` ``(C, *shape)``, with a
+    band accumulator (:class:`_Band`)."""
+    patch, padded, crop, windows = _tiling(data, patch, tile_step, progress, desc)
+
+    def logits(window: tuple[slice, ...]) -> torch.Tensor:
+        out = np.asarray(predict(padded[(slice(None), *window)][None]))
+        if out.shape != (1, num_classes, *patch):
+            raise TuckerTRTError(f"predictor returned shape {out.shape}, expected {(1, num_classes, *patch)}")
+        return as_tensor(out[0]).movedim(0, -1)  # channels-last view
+
+    labels = _band_argmax(padded.shape[1:], patch, num_classes, num_classes, windows, logits,
+                          lambda sums, weights: torch.max(sums, -1).indices.numpy(), max_accumulator_bytes)
+    return labels[crop[1:]]
 
 
 def sliding_window_logits(data: np.ndarray, predict: Predictor, patch: Sequence[int], num_classes: int,
@@ -107,12 +121,12 @@ def sliding_window_logits(data: np.ndarray, predict: Predictor, patch: Sequence[
     return accumulated[crop]
 
 
-@torch.inference_mode()
 def sliding_window_features_argmax(data: np.ndarray, predict: Predictor, patch: Sequence[int], head: LinearHead,
                                    tile_step: float = DEFAULT_TILE_STEP, progress: bool = False, desc: str = "tiles",
                                    max_accumulator_bytes: int = MAX_ACCUMULATOR_BYTES) -> np.ndarray:
     """Label map of ``data`` ``(C, *shape)`` from a predictor of channels-last features ``(1, *patch, F)``:
-    Gaussian-weighted sums of the features, then ``head`` once per voxel."""
+    Gaussian-weighted sums of the features in a band accumulator (:class:`_Band`), then ``head`` once per
+    voxel as the band moves on."""
     patch, padded, crop, windows = _tiling(data, patch, tile_step, progress, desc)
     shape = padded.shape[1:]
     channels = head.num_features
@@ -125,15 +139,76 @@ def sliding_window_features_argmax(data: np.ndarray, predict: Predictor, patch: 
 
     if shape == patch:  # one tile: its Gaussian weight (> 0) scales every class's logit alike, argmax unchanged
         return head.labels(features(next(windows))[crop[1:]])
-    dtype = torch.float32 if channels * int(np.prod(shape)) * 4 <= max_accumulator_bytes else torch.float16
-    accumulated = torch.zeros((*shape, channels), dtype=dtype)
-    weights = torch.zeros(shape, dtype=torch.float32)
-    gauss = torch.from_numpy(_floored(gaussian_importance_map(patch), np.float16 if dtype == torch.float16
-                                      else np.float32))
+    labels = _band_argmax(shape, patch, channels, head.num_classes, windows, features, head.labels,
+                          max_accumulator_bytes)
+    return labels[crop[1:]]
+
+
+class _Band:
+    """Gaussian-weighted sums ``(depth, *rest, C)`` and weights over the rows ``[base, base + depth)`` of the
+    first spatial axis. Tiles arrive in order of their first-axis start (``tiles`` yields them so); rows before
+    the next start receive no more tiles, so they are final and the band moves on: the accumulator holds one
+    patch depth of the volume instead of all of it."""
+
+    def __init__(self, shape: tuple[int, ...], depth: int, channels: int, dtype: torch.dtype):
+        self.sums = torch.zeros((depth, *shape[1:], channels), dtype=dtype)
+        self.weights = torch.zeros((depth, *shape[1:]), dtype=torch.float32)
+        self.base = 0
+
+    def add(self, window: tuple[slice, ...], values: torch.Tensor, gauss: torch.Tensor,
+            gauss32: torch.Tensor) -> None:
+        first = window[0].start - self.base
+        step = max(1, len(values) // ADD_BLOCKS)
+        for row in range(0, len(values), step):  # blocks of rows: 16-bit arithmetic makes float32 temporaries
+            rows = slice(first + row, first + min(row + step, len(values)))
+            self.sums[(rows, *window[1:])].addcmul_(values[row:row + step].to(self.sums.dtype),
+                                                    gauss[row:row + step])
+        self.weights[(slice(first, first + len(values)), *window[1:])] += gauss32
+
+    def advance(self, start: int, emit: Callable[[int, torch.Tensor, torch.Tensor], None]) -> None:
+        """``emit(first row, sums, weights)`` for the final rows ``[base, start)``, then shift the band to begin
+        at ``start``."""
+        n = start - self.base
+        if n <= 0:
+            return
+        emit(self.base, self.sums[:n], self.weights[:n])
+        keep = max(self.sums.shape[0] - n, 0)
+        for row in range(keep):  # row by row, upwards: a row is read before anything overwrites it
+            self.sums[row] = self.sums[row + n]
+            self.weights[row] = self.weights[row + n]
+        self.sums[keep:] = 0
+        self.weights[keep:] = 0
+        self.base = start
+
+
+@torch.inference_mode()
+def _band_argmax(shape: tuple[int, ...], patch: tuple[int, ...], channels: int, num_classes: int,
+                 windows: Iterator[tuple[slice, ...]], values: Callable[[tuple[slice, ...]], torch.Tensor],
+                 decide: Callable[[torch.Tensor, torch.Tensor], np.ndarray], max_accumulator_bytes: int
+                 ) -> np.ndarray:
+    """Labels over ``shape`` from channels-last tile ``values``, Gaussian-weighted and summed in a :class:`_Band`;
+    ``decide(sums, weights)`` turns final rows into labels."""
+    depth = patch[0]
+    nbytes = channels * depth * int(np.prod(shape[1:])) * 4
+    gauss32 = torch.from_numpy(_floored(gaussian_importance_map(patch), np.float32))
+    labels = np.empty(shape, dtype=label_dtype(num_classes - 1))
+    band, gauss = None, None
+
+    def emit(first: int, sums: torch.Tensor, weights: torch.Tensor) -> None:
+        labels[first:first + sums.shape[0]] = decide(sums, weights)
+
     for window in windows:
-        accumulated[window].addcmul_(features(window), gauss[..., None])
-        weights[window] += gauss
-    return head.labels(accumulated[crop[1:]], weights[crop[1:]])
+        tile = values(window)
+        if band is None:  # 16-bit sums for 16-bit outputs (bf16 runtimes): as precise as what is summed
+            half = tile.dtype in (torch.bfloat16, torch.float16) or nbytes > max_accumulator_bytes
+            dtype = torch.float16 if half else torch.float32
+            band = _Band(shape, depth, channels, dtype)
+            gauss = torch.from_numpy(_floored(gaussian_importance_map(patch), np.float16 if half
+                                              else np.float32))[..., None]
+        band.advance(window[0].start, emit)
+        band.add(window, tile, gauss, gauss32)
+    band.advance(shape[0], emit)
+    return labels
 
 
 def _floored(gauss: np.ndarray, dtype: type) -> np.ndarray:
