@@ -15,7 +15,6 @@ import json
 import sys
 import time
 
-import numpy as np
 import torch
 
 from tuckertrt.data import example_ct

@@ -29,3 +29,16 @@ def small_loaded_model(num_classes: int = 5, seed: int = 0) -> LoadedModel:
 def random_patch(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """A seeded standard-normal input patch."""
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def run_main(args: list, capsys) -> tuple[int, str, str]:
+    """``tuckertrt ARGS`` in-process: (exit code, stdout, stderr)."""
+    from tuckertrt.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -6,7 +6,7 @@ import json
 
 import nibabel as nib
 import pytest
-import torch
+
 
 from tests.test_training import _options, synthetic_case, tiny_model
 from tuckertrt.cli import main

@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.helpers import run_main
 from tests.conftest import blob_ct
-from tuckertrt.cli import main
 
 pytest.importorskip("pytriton")
 http = pytest.importorskip("tritonclient.http")
@@ -40,14 +40,7 @@ def server(tmp_path_factory):
     server.stop()
 
 
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run_cli = run_main
 
 
 def small_case(tmp_path: Path, name: str = "small.nii.gz") -> Path:

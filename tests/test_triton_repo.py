@@ -6,6 +6,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from tests.helpers import run_main
 from tuckertrt.cli import main
 from tuckertrt.fileio import read_json, sha256_file
 
@@ -15,14 +16,7 @@ text_format = pytest.importorskip("google.protobuf.text_format")
 TRITON_TYPES = {onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32, onnx.TensorProto.FLOAT16: model_config_pb2.TYPE_FP16}
 
 
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run_cli = run_main
 
 
 @pytest.fixture(scope="module")

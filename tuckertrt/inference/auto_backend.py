@@ -57,9 +57,10 @@ def model_hash(model: LoadedModel) -> str:
 
 
 def runtime_facts() -> dict[str, Any]:
-    """What a cached choice depends on besides the model: runtime versions and the CPU it was measured on."""
-    return {"versions": tool_versions(RUNTIMES), "cpu": cpu_model(), "machine": platform.machine(),
-            "threads": os.cpu_count()}
+    """What a cached choice depends on besides the model: tuckertrt's and the runtimes' versions (an export made
+    by another version may differ) and the CPU it was measured on."""
+    return {"tuckertrt": __version__, "versions": tool_versions(RUNTIMES), "cpu": cpu_model(),
+            "machine": platform.machine(), "threads": os.cpu_count()}
 
 
 def cpu_model() -> str:
