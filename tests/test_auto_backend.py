@@ -115,8 +115,8 @@ def test_runtime_options_without_a_backend(tmp_path, capsys, write_ct):
     from tests.test_segment_cli import run_cli, small_ct
 
     ct = small_ct(write_ct)
-    code, _, err = run_cli([ct, "-o", tmp_path / "x.nii.gz", "--model", "fixture-3mm", "--artifacts", tmp_path],
-                           capsys)
+    code, _, err = run_cli([ct, "-o", tmp_path / "x.nii.gz", "--model", "fixture-3mm", "--artifacts",
+                            tmp_path / "export"], capsys)
     assert code == 2 and err.count("\n") == 1 and "explicit --backend" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
     code, _, err = run_cli([ct, "-o", tmp_path / "y.nii.gz", "--model", "fixture-3mm", "--device", "cpu"], capsys)
