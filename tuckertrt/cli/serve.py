@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.cli.options import decomposition_options, download_option
-from tuckertrt.cli.segment import BACKEND_CHOICES
+from tuckertrt.cli.options import decomposition_options, download_option, tile_step_option
+from tuckertrt.backends.registry import BACKENDS
 
 
 def model_loader(model: str, decomposition: tuple, download: bool, backend: str | None, artifacts: Path | None,
@@ -34,13 +34,13 @@ def model_loader(model: str, decomposition: tuple, download: bool, backend: str 
 @click.argument("model", metavar="MODEL_OR_EXPORT")
 @decomposition_options
 @download_option
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
               help="Runtime of the sliding window (default: torch; onnxruntime for an export folder).")
 @click.option("--artifacts", type=click.Path(path_type=Path), default=None,
               help="For onnxruntime/openvino: an export folder or .onnx file; for tensorrt: an engine file.")
 @click.option("--precision", default="fp32", show_default=True)
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-@click.option("--tile-step", type=click.FloatRange(0.05, 1.0), default=0.8, show_default=True)
+@tile_step_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback sends patient images over the network: put the "
                    "server behind a TLS/authenticating proxy.")
