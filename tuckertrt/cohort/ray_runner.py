@@ -70,7 +70,7 @@ def run_cohort(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     inputs, out_dir = [Path(i) for i in inputs], Path(out_dir)
     if is_nifti(out_dir):
         raise UsageError(f"a Ray cohort writes a folder of cases, not the file {out_dir}")
-    plan = plan_case_outputs(inputs, out_dir, [], options.masks)
+    plan = plan_case_outputs(inputs, out_dir, options.masks)
     ensure_output_dir(out_dir)
     threads = options.threads_per_worker or max(1, (os.cpu_count() or 1) // options.workers)
     summary = CohortSummary(out_dir / SUMMARY_NAME, {**asdict(options), "threads_per_worker": threads,

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tuckertrt.inference.io import CTImage, check_affine, check_ct_intensities
-from tuckertrt.inference.outputs import CaseOutputs, check_not_overwriting_inputs, output_plan
+from tuckertrt.inference.outputs import CaseOutputs, check_outputs, output_plan
 from tuckertrt.inference.segment import (DEFAULT_TILE_STEP, Runner, RunnerLike, SegmentationResult, as_runner,
                                          segment_volume)
 
@@ -54,8 +54,9 @@ class Segmenter:
         return [r.describe() for r in self.runners]
 
 
-def plan_case_outputs(inputs: list[Path], out: Path, class_names: Sequence[str], masks: bool) -> list[CaseOutputs]:
-    """Where each input's outputs go, refused before any work if one would overwrite an input."""
+def plan_case_outputs(inputs: list[Path], out: Path, masks: bool) -> list[CaseOutputs]:
+    """Where each input's outputs go, refused before any work if one would overwrite an input or a file tuckertrt
+    did not write (:func:`~tuckertrt.inference.outputs.check_outputs`)."""
     plan = output_plan(inputs, out)
-    check_not_overwriting_inputs(plan, inputs, class_names, masks)
+    check_outputs(plan, inputs, masks)
     return plan

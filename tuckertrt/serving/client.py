@@ -115,8 +115,8 @@ def segment_remote(inputs: Iterable[str | os.PathLike], out: str | os.PathLike, 
 
     inputs = [Path(i) for i in inputs]
     address = ServerAddress.parse(url)
-    class_names = _served_class_names(address)  # also checks that the server answers before any work
-    plan = plan_case_outputs(inputs, Path(out), class_names, masks)
+    _served_class_names(address)  # checks that the server answers before any work
+    plan = plan_case_outputs(inputs, Path(out), masks)
     result = BatchResult()
 
     def run(job: tuple[Path, Any]) -> tuple[str, Any]:
@@ -143,7 +143,7 @@ def segment_remote(inputs: Iterable[str | os.PathLike], out: str | os.PathLike, 
 
 
 def _served_class_names(address: ServerAddress) -> list[str]:
-    """The class names the server's model writes (in its config's parameters), for the input guard."""
+    """The class names the server's model writes (in its config's parameters); asking checks it answers."""
     client = SegmentClient(address)
     try:
         client.check_ready()
