@@ -34,7 +34,7 @@ POINTS = [(cmd, point, sig) for sig in ("SIGTERM", "SIGKILL") for cmd, point in 
     ("segment", "staged"), ("segment", "replace"), ("segment", "replace#3"), ("segment", "publish"),
     ("export", "staged"), ("export", "publish"),
     ("build", "staged"), ("build", "replace"),
-    ("finetune", "replace"), ("finetune", "replace#3"))]
+    ("finetune", "replace"), ("finetune", "replace#4"))]  # the 4th: after zero_shot.json, model.pt, state.pt
 COMMANDS = {"segment": SEGMENT, "export": EXPORT, "build": BUILD, "finetune": FINETUNE}
 OUTPUTS = {"segment": ["seg.nii.gz", "seg.json", "seg"], "export": ["exp"], "build": ["b"], "finetune": ["ft"]}
 
@@ -103,7 +103,7 @@ def test_interrupted_writes_leave_the_previous_set_or_nothing(baseline, tmp_path
     # reruns after SIGKILL (finetune with --resume, from the checkpoint of iteration 2): the same result as the
     # uninterrupted run, and the killed run's temporaries are gone
     rerun = {"segment": tmp_path / "segment-publish-SIGKILL", "export": tmp_path / "export-publish-SIGKILL",
-             "finetune": tmp_path / "finetune-replace_3-SIGKILL"}
+             "finetune": tmp_path / "finetune-replace_4-SIGKILL"}
     assert (rerun["finetune"] / "ft" / "state.pt").is_file()
     with ThreadPoolExecutor(3) as pool:
         finished = list(pool.map(lambda c: run(COMMANDS[c] + (["--resume"] if c == "finetune" else []), rerun[c]),

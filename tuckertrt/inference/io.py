@@ -105,6 +105,9 @@ def _load_nifti_header(path: Path):
 def read_nifti(path: Path) -> CTImage:
     img = _load_nifti_header(path)
     _check_shape(tuple(img.shape), path)
+    dtype = img.get_data_dtype()
+    if dtype.kind not in "iuf" or dtype.fields is not None:
+        raise TuckerTRTError(f"{path} stores {dtype} voxels; a CT needs real numbers (integers or floats)")
     try:
         array = _as_3d(_hu_voxels(img.dataobj, _stored_voxels(img, path)), path)
     except TuckerTRTError:
