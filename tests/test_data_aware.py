@@ -26,7 +26,8 @@ def fixture_and_crops():
 
 def test_full_rank_fit_reproduces_every_layer():
     model = small_loaded_model()
-    full = decompose(model, df=1.0, policy="paper")
+    full = decompose(model, ranks={n: [c.in_channels, c.out_channels] for n, c in conv_layers(model.network).items()},
+                     policy="paper")
     images = torch.randn(2, 1, 32, 32, 32)
     fits = fit_network(model.network, full.network, images)
     assert {f.name for f in fits} >= {n for n, m in full.network.named_modules() if isinstance(m, TuckerConv)

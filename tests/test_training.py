@@ -206,9 +206,9 @@ def model_folder(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--iterations", "0"], "iterations must be at least 1"),
-    (["--batch-size", "0"], "batch size must be at least 1"),
-    (["-o", "{data}/out"], "inside the input folder"),
+    (["--iterations", "0"], "--iterations must be positive"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["-o", "{data}/out"], "lies inside that input folder"),
     ([], "give --df or --ranks"),
 ])
 def test_finetune_bad_input_is_one_line_and_writes_nothing(tmp_path, model_folder, capsys, args, message):

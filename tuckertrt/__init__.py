@@ -5,9 +5,8 @@ One subpackage per stage, each importing only those before it (``.importlinter``
 included), ``engines`` (TensorRT / TensorRT-RTX), ``quantization`` → ``inference`` (full-CT segmentation, the
 cached ``auto`` runtime) → ``parity``, ``bench``, ``training``, ``toolkit`` → ``pipeline`` (``build``) → ``cli``.
 """
-__version__ = "0.1.0"
-
 from tuckertrt.errors import TuckerTRTError  # noqa: E402
+from tuckertrt.version import __version__  # noqa: E402
 
 __all__ = ["TuckerTRTError", "__version__", "decompose", "load_model"]
 

@@ -168,7 +168,7 @@ def check_replaceable_file(dest: str | os.PathLike, written_by_tuckertrt: bool) 
 
 def write_marker(folder: Path, **facts: Any) -> None:
     files = [f for f in _contents(folder) if f != MARKER]
-    from tuckertrt import __version__
+    from tuckertrt.version import __version__
 
     text = json.dumps({"format": MARKER_FORMAT, "version": __version__, **facts, "files": files}, indent=1)
     (folder / MARKER).write_text(text + "\n")

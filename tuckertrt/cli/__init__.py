@@ -13,7 +13,7 @@ import threading
 
 import click
 
-from tuckertrt import __version__
+from tuckertrt.version import __version__
 from tuckertrt.errors import Terminated, TuckerTRTError
 from tuckertrt.fileio import raise_terminated
 

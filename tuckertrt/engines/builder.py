@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tuckertrt import __version__
+from tuckertrt.version import __version__
 from tuckertrt.engines.gpu import GpuInfo
 from tuckertrt.engines.naming import engine_filename
 from tuckertrt.engines.runtime import (ENGINE_TAGS, collecting_logger, import_tensorrt, network_flags,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tuckertrt import __version__
+from tuckertrt.version import __version__
 from tuckertrt.backends.registry import open_backend
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import read_json, write_json_atomic

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from tuckertrt import __version__
+from tuckertrt.version import __version__
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError, UsageError
 from tuckertrt.fileio import atomic_path
 from tuckertrt.inference.io import CTImage, is_nifti
