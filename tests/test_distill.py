@@ -107,7 +107,7 @@ def test_distill_cli_errors_are_one_line(tmp_path, ct_file, capsys):
     with pytest.raises(SystemExit):
         main(["finetune", str(folder), "--df", "0.5", "--distill", str(ct_file.parent),
               "-o", str(ct_file.parent / "out")])
-    assert "inside the input folder" in capsys.readouterr().err
+    assert "lies inside that input folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (ct_file.parent / "out").exists()
 
 
