@@ -80,7 +80,8 @@ def test_health_readiness_metrics_and_config(server):
 
 
 def test_served_result_is_what_local_segment_writes(server, tmp_path, capsys):
-    code, out, err = run_cli(["segment", EXAMPLE_CT, "-o", tmp_path / "local", "--model", "fixture-3mm"], capsys)
+    code, out, err = run_cli(["segment", EXAMPLE_CT, "-o", tmp_path / "local", "--model", "fixture-3mm",
+                              "--backend", "torch"], capsys)  # the runtime the server runs
     assert code == 0, err
     code, out, err = run_cli(["segment", EXAMPLE_CT, "-o", tmp_path / "served", "--server", server.url], capsys)
     assert code == 0, err

@@ -72,15 +72,17 @@ def test_build_and_segment_from_the_installed_wheel(installed):
     report_path = work / "out" / "report.json"
     assert report_path.is_file(), built.stderr[-2000:]
     report = json.loads(report_path.read_text())
-    # the whole job ran on the bundled defaults: fixture model, DF 0.3, the example CT and TS's labels of it
-    assert report["model"] == "fixture-3mm" and report["df"] == 0.3
+    # the whole job ran on the bundled defaults: fixture model, DF 0.3, data-aware factors, the example CT with
+    # TS's labels of it and the held-out DICOM series, all found inside the installed package
+    assert report["model"] == "fixture-3mm" and report["df"] == 0.3 and report["init"] == "data"
     assert report["compression"]["compression_ratio"] > 1
-    (case,) = report["cases"]
-    assert case["case"] == "example_ct"
+    case, held_out = report["cases"]
+    assert (case["case"], held_out["case"], held_out["held_out"]) == ("example_ct", "example_ct_dicom", True)
     assert case["vs_reference"]["original"]["mean_dice"] > 0.9  # the trained fixture on its own CT
     assert all(c["torch_vs_onnx_fp32"]["passed"] for c in report["export_comparisons"].values())
     assert report["backend"]["name"] in ("onnxruntime", "openvino")
     assert built.returncode == (0 if report["gates"]["passed"] else 1), built.stderr[-2000:]
+    assert report["gates"]["passed"] or report["levers"]  # a failed gate says what would help
     assert (work / "out" / "model.pt").is_file() and (work / "out" / "manifest.json").is_file()
 
     ct = Path(_run([python, "-c", "import tuckertrt.data as d; print(d.example_ct())"], work, env).stdout.strip())

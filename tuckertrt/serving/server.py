@@ -63,7 +63,7 @@ class SegmentHandler:
                  time.perf_counter() - start, result.tiles)
         info = {"dtype": result.labels.dtype.name, "seconds": result.seconds, "tiles": result.tiles,
                 "tile_step": result.tile_step, "runners": result.runners}
-        return {p.LABELS: result.labels.astype(np.uint16, copy=False),
+        return {p.LABELS: np.ascontiguousarray(result.labels, dtype=np.uint16),  # the wire needs C order
                 p.CLASS_NAMES: p.json_tensor({str(k): v for k, v in result.class_names.items()}),
                 p.INFO: p.json_tensor(info)}
 
