@@ -1,7 +1,7 @@
 """The benchmark: every available backend × precision, uncompressed and compressed, in one process.
 
 Per backend, all of its configurations are loaded together and timed in interleaved rounds (after warm-ups), so
-that load on the shared machine hits them alike; ratios, not absolute times, are the result. Every configuration
+that other load on the machine hits them alike; ratios, not absolute times, are the result. Every configuration
 is also run once on a real-CT patch and compared with the uncompressed f32 PyTorch model (Dice over the
 reference's classes, and argmax agreement): the build's parity gate (``ParityGate``), applied to that patch.
 """

@@ -57,6 +57,7 @@ def decompose(model: LoadedModel, df: float | None = None, min_rank: int = 8, po
     network = copy.deepcopy(model.network)
     decompose_network(network, chosen, hooi_iters)
     fits = fit_network(model.network, network, calibration) if calibration is not None else None
+    network.cpu()  # fitted where the calibration images are; a LoadedModel's network lives on the CPU
     info: dict[str, Any] = {
         "df": df, "min_rank": min_rank, "policy": policy, "hooi_iters": hooi_iters,
         "ranks": {k: list(v) for k, v in chosen.items()}, "skipped": skipped,

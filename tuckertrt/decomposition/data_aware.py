@@ -54,10 +54,18 @@ def supports_data_fit(conv: nn.Module) -> bool:
 def fit_network(original: nn.Module, compressed: nn.Module, images: torch.Tensor, seed: int = 0,
                 max_samples: int = 30_000) -> list[LayerFit]:
     """Refit every :class:`TuckerConv` of ``compressed`` (a decomposed copy of ``original``) in place, in
-    forward order, on ``images`` ``(N, C, *patch)``, on the device ``compressed`` is on. Returns each fitted
-    layer's error before and after."""
-    device = next(compressed.parameters()).device
-    original, compressed, images = original.eval().to(device), compressed.eval(), images.to(device)
+    forward order, on ``images`` ``(N, C, *patch)``, on the device the images are on (both networks are moved
+    there). Returns each fitted layer's error before and after."""
+    home = next(original.parameters()).device
+    original, compressed = original.eval().to(images.device), compressed.eval().to(images.device)
+    try:
+        return _fit_in_order(original, compressed, images, seed, max_samples)
+    finally:
+        original.to(home)  # the caller's model stays where it was
+
+
+def _fit_in_order(original: nn.Module, compressed: nn.Module, images: torch.Tensor, seed: int,
+                  max_samples: int) -> list[LayerFit]:
     layers = {n: m for n, m in compressed.named_modules() if isinstance(m, TuckerConv)}
     originals = dict(original.named_modules())
     fitted = [n for n in _forward_order(compressed, layers, images[:1]) if supports_data_fit(originals[n])]
@@ -166,9 +174,16 @@ def rank_errors(original: nn.Module, images: torch.Tensor, candidates: dict[str,
     """Sensitivity of each named conv of ``original`` to decomposition: the relative error of its standardised
     outputs on ``images`` when fitted (as :func:`fit_network` fits) at each candidate (r_in, r_out), on the
     original network's own inputs. One least-squares solve per distinct r_in; every r_out follows from the
-    spectrum of the fitted outputs."""
-    original = original.eval()
-    images = images.to(next(original.parameters()).device)
+    spectrum of the fitted outputs. Runs on the device the images are on."""
+    home = next(original.parameters()).device
+    try:
+        return _rank_errors(original.eval().to(images.device), images, candidates, seed, max_samples)
+    finally:
+        original.to(home)  # the caller's model stays where it was
+
+
+def _rank_errors(original: nn.Module, images: torch.Tensor, candidates: dict[str, Sequence[tuple[int, int]]],
+                 seed: int, max_samples: int) -> dict[str, dict[tuple[int, int], float]]:
     modules = dict(original.named_modules())
     names = [n for n in candidates if supports_data_fit(modules[n])]
     features = {n: max(r for r, _ in candidates[n]) * int(np.prod(modules[n].kernel_size)) + 1 for n in names}

@@ -145,7 +145,7 @@ LayerTimer = Callable[[list[nn.Module], tuple[int, ...]], list[float]]
 
 
 def _interleaved_minimum(runs: list[Callable[[], float]], repeats: int) -> list[float]:
-    """Warm each run up once, then ``repeats`` rounds in turn; the minimum per run (load on a shared machine
+    """Warm each run up once, then ``repeats`` rounds in turn; the minimum per run (other load on the machine
     only ever adds time, so the minimum is the robust estimate)."""
     for run in runs:
         run()
@@ -416,7 +416,7 @@ def select_latency(model: LoadedModel, measure: Measure, df: float, min_rank: in
 
 def _choose(opts: LayerOptions, timing: dict[str, float], margin: float) -> Candidate:
     """Among the candidates within ``margin`` of the fastest, the most accurate (highest explained variance;
-    then the plain DF candidate). Timings closer than ``margin`` are noise on a shared machine: accuracy decides."""
+    then the plain DF candidate). Timings closer than ``margin`` are noise under other load: accuracy decides."""
     fastest = min(timing[c.label] for c in opts.allowed)
     near = [c for c in opts.allowed if timing[c.label] <= fastest * (1 + margin)]
     return max(near, key=lambda c: (opts.variance[c.label], c.label == opts.plain.label))

@@ -153,7 +153,7 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
         with torch.no_grad():
             write_json_atomic(out / ZERO_SHOT_FILE, validate(student.network))
         crops = calibration_crops(train_volumes, spec.patch_size, options.calibration_crops, options.config.seed)
-        fit_network(original.network, student.network.to(device), crops, options.config.seed)
+        fit_network(original.network, student.network, crops.to(device), options.config.seed)
     sampler = PatchSampler(train_volumes, options.patch or spec.patch_size, options.config.batch_size,
                            options.oversample_foreground)
     objective = Objective(options.label_weight, options.distill_weight if distill else 0.0, options.temperature,
