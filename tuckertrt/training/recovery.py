@@ -21,6 +21,7 @@ from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import read_json, write_json_atomic
 from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 from tuckertrt.models.loaded import LoadedModel
+from tuckertrt.training.augment import Augmentation
 from tuckertrt.training.calibration import DEFAULT_CALIBRATION_CROPS, calibration_crops
 from tuckertrt.training.data import load_labelled, load_unlabelled, split_holdout, z_axis
 from tuckertrt.training.loop import Hooks, TrainConfig, config_fingerprint, train
@@ -46,6 +47,7 @@ class RecoveryOptions:
     val_fraction: float = 0.25
     tile_step: float = DEFAULT_TILE_STEP
     cache_limit_bytes: int = 2 << 30  # cache the teacher's logits of the training volumes up to this size
+    augment: bool = True  # distillation on augmented batches (the teacher then runs on each batch)
     init: str = "data"  # "data": refit the factors to the teacher's layer outputs first; "none": as given
     calibration_crops: int = DEFAULT_CALIBRATION_CROPS
     progress: bool = True
@@ -138,7 +140,8 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
         references = [network_logits(original.network, v, spec, options.tile_step, device).argmax(0)
                       for v in val_volumes]
         if not cached:
-            prepare = _online_teacher(original.network, device, options.config.amp)
+            prepare = _online_teacher(original.network, device, options.config.amp,
+                                      Augmentation() if options.augment else None)
     else:
         references = [v.labels for v in val_volumes]
     validate = Validation(val_volumes, references, spec, options.tile_step, device,
@@ -173,7 +176,8 @@ def recover(original: LoadedModel, student: LoadedModel, out_dir: str | os.PathL
         inputs=[str(p) for p in inputs], patch=list(options.patch or spec.patch_size),
         temperature=options.temperature,
         weights=[options.label_weight, options.distill_weight, options.pseudo_label_weight],
-        val_fraction=options.val_fraction, init=options.init if student.is_decomposed else "none")
+        val_fraction=options.val_fraction, augment=options.augment and distill,
+        init=options.init if student.is_decomposed else "none")
     result = train(student.network, sampler.sample, objective, options.config, out / STATE_FILE,
                    Hooks(save_best, validate, after_step, prepare), fingerprint, resume, options.progress,
                    interrupt_after)
@@ -196,11 +200,12 @@ def _identity(student: LoadedModel) -> dict[str, Any]:
 def _attach_teacher(teacher: LoadedModel, volumes: Sequence[Volume], options: RecoveryOptions,
                     device: str) -> bool:
     """Teacher segmentation of each training volume (sampling foreground where there is no ground truth) and,
-    on the CPU, if they fit in ``cache_limit_bytes`` as float16, its logits as the soft targets; returns whether
-    cached. On a GPU the teacher's forward pass costs less than cropping and copying cached logits."""
+    on the CPU, if they fit in ``cache_limit_bytes`` as float16 and batches are not augmented, its logits as the
+    soft targets; returns whether cached. On a GPU the teacher's forward pass costs less than cropping and
+    copying cached logits."""
     spec = teacher.spec
     size = sum(spec.num_classes * int(np.prod(v.shape)) * 2 for v in volumes)
-    cache = torch.device(device).type == "cpu" and size <= options.cache_limit_bytes
+    cache = torch.device(device).type == "cpu" and size <= options.cache_limit_bytes and not options.augment
     for v in volumes:
         logits = network_logits(teacher.network, v, spec, options.tile_step, device)
         if not v.truth:
@@ -209,15 +214,22 @@ def _attach_teacher(teacher: LoadedModel, volumes: Sequence[Volume], options: Re
     return cache
 
 
-def _online_teacher(teacher: torch.nn.Module, device: str, amp: bool) -> Callable[[Batch], Batch]:
-    """Soft targets computed per batch, left on ``device`` for the loss."""
+def _online_teacher(teacher: torch.nn.Module, device: str, amp: bool,
+                    augmentation: Augmentation | None) -> Callable[[Batch], Batch]:
+    """Soft targets computed per batch (augmented first, if asked), left on ``device`` for the loss; where a
+    sample has no ground truth, its pseudo-labels are the teacher's segmentation of the same batch."""
     from tuckertrt.training.loop import autocast
 
     teacher = teacher.to(device).eval()
 
     def prepare(batch: Batch) -> Batch:
+        if augmentation is not None:
+            batch = augmentation(batch.to(torch.device(device)))
         with torch.no_grad(), autocast(torch.device(device), amp):
             batch.soft = teacher(batch.image.to(device)).float()
+        if batch.labels is not None:
+            batch.labels = torch.where(batch.truth.to(device).view(-1, *[1] * (batch.labels.dim() - 1)),
+                                       batch.labels.to(device), batch.soft.argmax(1))
         return batch
 
     return prepare
