@@ -26,12 +26,12 @@ DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # the study reference eve
 # Copied from the input when present, else left empty (type 2 in the Patient and General Study modules).
 PATIENT_AND_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
                      "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
+COPIED_IF_PRESENT = ("SpecificCharacterSet", "StudyDescription", "PatientAge", "PatientSize", "PatientWeight")
 # Outlines pass a quarter pixel outside the centres of the mask's edge pixels (marching squares on the 0/1 mask at
 # this level): readers that fill a polygon with the pixels it touches after rounding its vertices to pixel centres
 # (rt-utils, as TotalSegmentator users load RT-STRUCTs) and readers that keep the pixel centres inside it both get the
 # mask back.
 LEVEL = 0.75
-COPIED_IF_PRESENT = ("SpecificCharacterSet", "StudyDescription", "PatientAge", "PatientSize", "PatientWeight")
 
 
 def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
