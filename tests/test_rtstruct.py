@@ -86,6 +86,11 @@ def test_rtstruct_for_the_example_series(tmp_path, capsys):
     inputs = {str(h.file_meta.MediaStorageSOPInstanceUID) for h in headers}
     assert {str(i.ReferencedSOPInstanceUID) for i in series.ContourImageSequence} == inputs
     assert set(contour_uids(ds)) <= inputs and len(contour_uids(ds)) > len(names) // 2
+    z_of = {str(h.file_meta.MediaStorageSOPInstanceUID): float(h.ImagePositionPatient[2]) for h in headers}
+    for roi in ds.ROIContourSequence:  # each contour lies on the (axial) slice it references
+        for contour in roi.ContourSequence:
+            z = np.asarray(contour.ContourData, dtype=float)[2::3]
+            assert np.all(z == z_of[str(contour.ContourImageSequence[0].ReferencedSOPInstanceUID)])
     assert [r.ROIName for r in ds.StructureSetROISequence] == present_names(labels, names)
     assert len(ds.StructureSetROISequence) > 10
     # rt-utils' reader over the slices as the RT-STRUCT references them
