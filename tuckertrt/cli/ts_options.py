@@ -43,8 +43,9 @@ def ts_output_options(command):
                      help="Also give statistics of classes within 3 voxels of the image border (TotalSegmentator "
                           "reports those as 0)."),
         click.option("--output-type", type=click.Choice(OUTPUT_TYPES), default="nifti", show_default=True,
-                     help="dicom_seg (DICOM series input only) also writes <case>/segmentations.dcm referenced to "
-                          "the input series; the multilabel NIfTI is always written."),
+                     help="dicom_seg (a DICOM-SEG) or dicom_rtstruct (an RT Structure Set), for DICOM series input "
+                          "only, also writes <case>/segmentations.dcm referenced to the input series; the multilabel "
+                          "NIfTI is always written."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -1,5 +1,5 @@
 """DICOM outputs referenced to the input series: DICOM-SEG (highdicom), as ``TotalSegmentator --output_type
-dicom_seg`` writes; RT-STRUCT is refused (see :data:`RTSTRUCT_REFUSAL`).
+dicom_seg`` writes, and the checks and references it shares with the RT-STRUCT output (:mod:`.rtstruct`).
 
 Segments are the classes present, numbered 1..N in class-id order and labelled with their TotalSegmentator names;
 the SEG shares the input's Study Instance UID and Frame of Reference and references every input slice by its
@@ -21,24 +21,21 @@ from tuckertrt.fileio import atomic_path
 from tuckertrt.inference.io import CTImage, is_nifti
 
 OUTPUT_TYPES = ("nifti", "dicom_seg", "dicom_rtstruct")
-DICOM_FILE = "segmentations.dcm"  # TotalSegmentator's name for its DICOM output
-RTSTRUCT_REFUSAL = ("--output-type dicom_rtstruct is not supported: the RT-STRUCT writer TotalSegmentator uses "
-                    "(rt-utils, last release January 2023) is unmaintained and pulls in opencv-python; "
-                    "use --output-type dicom_seg")
+DICOM_FILE = "segmentations.dcm"  # TotalSegmentator's name for its DICOM output (DICOM-SEG or RT-STRUCT)
+WRITER_PACKAGE = {"dicom_seg": "highdicom", "dicom_rtstruct": "contourpy"}  # installed by the `dicom` extra
 
 
 def check_output_type(output_type: str) -> None:
-    """Refuse an unknown output type, and RT-STRUCT."""
+    """Refuse an unknown output type."""
     if output_type not in OUTPUT_TYPES:
         raise UsageError(f"--output-type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-    if output_type == "dicom_rtstruct":
-        raise UsageError(RTSTRUCT_REFUSAL)
 
 
 def check_dicom_inputs(output_type: str, inputs: Iterable[Path]) -> None:
-    """Refuse DICOM outputs for inputs that are not DICOM series (folders), or without highdicom installed."""
-    if output_type == "dicom_seg" and importlib.util.find_spec("highdicom") is None:
-        raise MissingDependencyError("highdicom", "dicom", "--output-type dicom_seg")
+    """Refuse DICOM outputs for inputs that are not DICOM series (folders), or without their writer installed."""
+    package = WRITER_PACKAGE.get(output_type)
+    if package and importlib.util.find_spec(package) is None:
+        raise MissingDependencyError(package, "dicom", f"--output-type {output_type}")
     if output_type != "nifti":
         files = [p for p in inputs if is_nifti(p) or Path(p).is_file()]
         if files:
@@ -76,6 +73,19 @@ def source_references(image: CTImage) -> list:
     return refs
 
 
+def matching_sources(labels: np.ndarray, image: CTImage) -> list:
+    """:func:`source_references` of ``image``, checked to match ``labels`` (columns, rows, slices)."""
+    sources = source_references(image)
+    if labels.shape != (int(sources[0].Columns), int(sources[0].Rows), len(sources)):
+        raise TuckerTRTError(f"labels {labels.shape} do not match the series {image.source}")
+    return sources
+
+
+def present_classes(labels: np.ndarray, class_names: dict[int, str]) -> list[int]:
+    """The named classes (ids) found in ``labels``, in id order."""
+    return [k for k in sorted(class_names) if k and np.any(labels == k)]
+
+
 def dicom_seg(labels: np.ndarray, image: CTImage, class_names: dict[int, str]):
     """A highdicom ``Segmentation`` of ``labels`` (x, y, z in ``image``'s grid) over the input DICOM series."""
     try:
@@ -84,10 +94,8 @@ def dicom_seg(labels: np.ndarray, image: CTImage, class_names: dict[int, str]):
         raise MissingDependencyError("highdicom", "dicom", "--output-type dicom_seg") from None
     from pydicom.sr.codedict import codes
 
-    sources = source_references(image)
-    if labels.shape != (int(sources[0].Columns), int(sources[0].Rows), len(sources)):
-        raise TuckerTRTError(f"labels {labels.shape} do not match the series {image.source}")
-    present = [k for k in sorted(class_names) if k and np.any(labels == k)]
+    sources = matching_sources(labels, image)
+    present = present_classes(labels, class_names)
     segment_of = np.zeros(max(int(labels.max(initial=0)), max(class_names, default=0)) + 1, dtype=np.uint16)
     segment_of[present] = np.arange(1, len(present) + 1)
     frames = segment_of[labels].transpose(2, 1, 0)  # (slice, row, column), slices in the series' order

@@ -1,7 +1,8 @@
 """TotalSegmentator-compatible outputs of a case: ``--roi-subset``, ``--statistics``, ``--output-type``.
 
 They go into the case folder ``<stem>/`` beside ``<stem>.nii.gz`` (the folder that also holds the per-class masks,
-as TotalSegmentator's output folder does): ``statistics.json`` and ``segmentations.dcm``."""
+as TotalSegmentator's output folder does): ``statistics.json`` and ``segmentations.dcm`` (the DICOM-SEG or the
+RT-STRUCT, as TotalSegmentator names either)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from tuckertrt.inference.dicom_outputs import DICOM_FILE, check_dicom_inputs, check_output_type, write_dicom_seg
 from tuckertrt.inference.roi import check_roi_names, restrict_labels
+from tuckertrt.inference.rtstruct import write_rtstruct
 from tuckertrt.inference.statistics import STATISTICS_FILE, basic_statistics, write_statistics
 
 if TYPE_CHECKING:
@@ -54,4 +56,6 @@ class TSOutputs:
             written.append(write_statistics(case_dir / STATISTICS_FILE, stats))
         if self.output_type == "dicom_seg":
             written.append(write_dicom_seg(case_dir / DICOM_FILE, result.labels, result.image, result.class_names))
+        elif self.output_type == "dicom_rtstruct":
+            written.append(write_rtstruct(case_dir / DICOM_FILE, result.labels, result.image, result.class_names))
         return written
