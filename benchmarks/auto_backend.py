@@ -21,7 +21,7 @@ from tuckertrt.inference.auto_backend import RUNTIMES, open_auto, runtime_facts
 from tuckertrt.inference.backend_choice import CPU_CANDIDATES
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.inference.timing import interleaved
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import load_model
 
 
 def main() -> None:

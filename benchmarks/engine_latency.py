@@ -24,7 +24,7 @@ from tuckertrt.engines.gpu import current_gpu
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import write_json_atomic
 from tuckertrt.graph.export import export_model
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import load_model
 
 PRECISIONS = ("fp32", "fp16")
 

@@ -23,7 +23,7 @@ from tuckertrt.decomposition.serialize import load_decomposed
 from tuckertrt.inference.io import read_ct
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.backends.torch_runner import TorchBackend
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import load_model
 from tuckertrt.bench.parity import dice_summary
 from tuckertrt.parity.gate import DEFAULT_GATE
 

@@ -17,8 +17,8 @@ def __getattr__(name: str):
         from tuckertrt.decomposition import decompose
 
         return decompose
-    if name == "load_model":
-        from tuckertrt.models import load_model
+    if name == "load_model":  # any MODEL argument, saved decomposed models (.pt) included
+        from tuckertrt.decomposition import load_model
 
         return load_model
     raise AttributeError(name)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tuckertrt.decomposition import decompose
+from tuckertrt.decomposition import decompose, load_model
 from tuckertrt.decomposition.accounting import totals
 from tuckertrt.errors import TuckerTRTError, UsageError
 from tuckertrt.models.loaded import LoadedModel
@@ -42,7 +42,6 @@ def df_variants(model: LoadedModel, dfs: list[float], min_rank: int = 8, policy:
 def checkpoint_variants(model: LoadedModel, paths: Sequence[str | Path]) -> list[Variant]:
     """Compressed checkpoints of ``model`` (``tuckertrt finetune`` outputs), keyed by DF and how they were
     recovered ("DF 0.3 distilled", "DF 0.3 fine-tuned")."""
-    from tuckertrt.models import load_model
     from tuckertrt.training.recovery import check_pair
 
     out: list[Variant] = []
