@@ -68,8 +68,9 @@ def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precisi
                      min_rank: int = 8, log=print) -> list[Variant]:
     """Per DF < 1: ranks/folds chosen per layer by timing candidates on ``backend`` (see ``select_latency``):
     inside the whole network on OpenVINO, in isolation on ONNX Runtime."""
-    from tuckertrt.decomposition.select import (deployed_openvino_seconds, in_graph_openvino, isolated,
-                                                onnxruntime_timer, select_latency, selected_model)
+    from tuckertrt.bench.layer_timing import (deployed_openvino_seconds, in_graph_openvino, isolated,
+                                              onnxruntime_timer, select_latency)
+    from tuckertrt.decomposition.select import selected_model
 
     shape = (1, model.spec.input_channels, *model.spec.patch_size)
     probe = tuple(2 * d for d in model.spec.downsampling)
