@@ -27,7 +27,7 @@ from tuckertrt.bench.run import GRAPH_FORMS
 from tuckertrt.bench.variants import checkpoint_variants
 from tuckertrt.bench.timing import interleaved
 from tuckertrt.decomposition import decompose
-from tuckertrt.graph.export import export_model
+from tuckertrt.parity.export import export_model
 from tuckertrt.inference.io import read_ct
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.decomposition import load_model

@@ -99,7 +99,7 @@ def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precisi
 def export_variant(variant: Variant, root: Path) -> Path:
     """Export ``variant`` (FP32 ONNX, simplified, with manifest) into ``root/<key>``; the rank selection and
     folds, if any, are recorded in the manifest's ``reports``. Returns the export directory."""
-    from tuckertrt.graph.export import export_model
+    from tuckertrt.parity.export import export_model
     from tuckertrt.graph.manifest import update_manifest
 
     out = root / variant.key.replace(" ", "_")
