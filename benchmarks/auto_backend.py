@@ -15,13 +15,13 @@ import time
 
 from tuckertrt.backends.registry import backend_class, open_backend
 from tuckertrt.data import example_ct
+from tuckertrt.decomposition import load_model
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph.manifest import tool_versions
-from tuckertrt.inference.auto_backend import RUNTIMES, open_auto, runtime_facts
 from tuckertrt.inference.backend_choice import CPU_CANDIDATES
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.inference.timing import interleaved
-from tuckertrt.models import load_model
+from tuckertrt.pipeline.auto_backend import RUNTIMES, open_auto, runtime_facts
 
 
 def main() -> None:

@@ -19,12 +19,11 @@ import time
 
 import torch
 
+from tuckertrt.bench.layer_timing import deployed_openvino_seconds
 from tuckertrt.data import example_ct, example_dicom
-from tuckertrt.decomposition import decompose
+from tuckertrt.decomposition import decompose, load_model
 from tuckertrt.decomposition.accounting import totals
 from tuckertrt.decomposition.allocate import allocate
-from tuckertrt.decomposition.select import deployed_openvino_seconds
-from tuckertrt.models import load_model
 from tuckertrt.pipeline.auto_ranks import layer_options
 from tuckertrt.training.calibration import calibration_crops
 from tuckertrt.training.data import load_unlabelled, split_holdout, z_axis

@@ -32,7 +32,7 @@ from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.select import selected_model
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import load_model
 from tuckertrt.data import calibration_list, example_reference
 from tuckertrt.inference.patches import default_patch
 from tuckertrt.parity.compare import reference_patch

@@ -18,13 +18,12 @@ import tempfile
 from pathlib import Path
 
 from tuckertrt.backends.trt_runner import TensorRTBackend
-from tuckertrt.decomposition import decompose
+from tuckertrt.decomposition import decompose, load_model
 from tuckertrt.engines import BuildOptions, build_engine, engine_support
 from tuckertrt.engines.gpu import current_gpu
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import write_json_atomic
-from tuckertrt.graph.export import export_model
-from tuckertrt.models import load_model
+from tuckertrt.parity.export import export_model
 
 PRECISIONS = ("fp32", "fp16")
 

@@ -17,8 +17,7 @@ import sys
 
 import torch
 
-from tuckertrt.decomposition import decompose
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import decompose, load_model
 
 MODES = ("fp32", "fp16", "bf16", "fp16-channels-last", "fp16-cuda-graph", "fp16-compile")
 

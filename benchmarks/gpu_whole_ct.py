@@ -18,12 +18,11 @@ import time
 import torch
 
 from tuckertrt.data import example_ct
-from tuckertrt.decomposition import decompose
+from tuckertrt.decomposition import decompose, load_model
 from tuckertrt.decomposition.serialize import load_decomposed
 from tuckertrt.inference.io import read_ct
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.backends.torch_runner import TorchBackend
-from tuckertrt.models import load_model
 from tuckertrt.bench.parity import dice_summary
 from tuckertrt.parity.gate import DEFAULT_GATE
 

@@ -43,7 +43,7 @@ def measure(onnx_dir: str, threads: int | None) -> dict:
 
 def export_variants(root: Path, df: float) -> dict[str, Path]:
     from tuckertrt.decomposition import decompose
-    from tuckertrt.graph import export_model
+    from tuckertrt.parity.export import export_model
     from tuckertrt.models import load_model
 
     model = load_model("ts-3mm")

@@ -27,10 +27,10 @@ from tuckertrt.bench.run import GRAPH_FORMS
 from tuckertrt.bench.variants import checkpoint_variants
 from tuckertrt.bench.timing import interleaved
 from tuckertrt.decomposition import decompose
-from tuckertrt.graph.export import export_model
+from tuckertrt.parity.export import export_model
 from tuckertrt.inference.io import read_ct
 from tuckertrt.inference.segment import Runner, segment_volume
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import load_model
 from tuckertrt.data import example_ct
 from tuckertrt.parity.gate import DEFAULT_GATE
 

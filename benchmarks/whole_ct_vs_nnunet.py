@@ -29,8 +29,9 @@ from typing import Callable
 import numpy as np
 
 from tuckertrt.data import example_ct
+from tuckertrt.decomposition import load_model
 from tuckertrt.inference.segment import DEFAULT_TILE_STEP, Runner, segment_volume
-from tuckertrt.models import LoadedModel, load_model
+from tuckertrt.models import LoadedModel
 from tuckertrt.models.checkpoint import save_results_folder
 
 

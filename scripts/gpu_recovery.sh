@@ -50,7 +50,7 @@ import sys
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.serialize import load_decomposed
 from tuckertrt.inference.segment import as_runner, segment_volume
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import load_model
 from tuckertrt.bench.parity import dice_summary
 teacher = load_model(sys.argv[1]); student = load_decomposed(sys.argv[2]); zero = decompose(teacher, df=0.3)
 for ct, kind in ((sys.argv[3], "in-sample (distilled on it)"), (sys.argv[4], "held out (other patient)")):

@@ -132,7 +132,7 @@ def test_reports_are_ratio_tables(bench_result):
 
 
 def test_ort_profile_returns_kernel_times_of_one_run(tmp_path):
-    from tuckertrt.graph import export_model
+    from tuckertrt.parity.export import export_model
 
     model = small_loaded_model()
     onnx_file = export_model(model, tmp_path / "m", fp16=False, verify=False).artifacts["fp32"]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tests.test_cli_stats import assert_one_line_error, run_cli
-from tuckertrt.graph.export import export_model
+from tuckertrt.parity.export import export_model
 from tuckertrt.graph.manifest import verify_artifact
 from tuckertrt.inference.segment import Runner, segment_volume
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import load_model
 from tuckertrt.parity.metrics import compare_labels
 from tuckertrt.data import example_ct
 

@@ -14,7 +14,7 @@ from tuckertrt.backends.ort_runner import OrtBackend
 from tuckertrt.backends.torch_runner import TorchBackend
 from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
-from tuckertrt.graph import export_model
+from tuckertrt.parity.export import export_model
 from tuckertrt.models.checkpoint import save_results_folder
 from tuckertrt.data import example_ct
 from tuckertrt.parity.compare import (BackendRunner, Tolerance, compare_backends, compare_runs, ct_patch, logit_stats,

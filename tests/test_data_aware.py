@@ -13,7 +13,7 @@ from tuckertrt.decomposition.allocate import Option, allocate, candidate_ranks, 
 from tuckertrt.decomposition.data_aware import fit_network, rank_errors
 from tuckertrt.decomposition.layers import TuckerConv
 from tuckertrt.decomposition.ranks import conv_layers
-from tuckertrt.models import load_model
+from tuckertrt.decomposition import load_model
 from tuckertrt.pipeline.auto_ranks import auto_ranks
 from tuckertrt.training.calibration import calibration_images
 

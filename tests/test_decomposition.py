@@ -126,6 +126,22 @@ def test_save_load_round_trip(small_model, tmp_path):
     assert list(tmp_path.iterdir()) == [path]
 
 
+def test_a_saved_model_loads_as_a_model_argument_and_plain_loading_points_there(small_model, tmp_path):
+    import tuckertrt
+    from tuckertrt.models import load_model as load_plain_model
+
+    d = decompose(small_model, df=0.5)
+    path = save_decomposed(d, tmp_path / "m.pt")
+    x = torch.randn(1, 1, 32, 32, 32)
+    for ref in (path, str(path)):
+        back = tuckertrt.load_model(ref)
+        assert back.decomposition["ranks"] == d.decomposition["ranks"]
+        with torch.no_grad():
+            assert torch.equal(back.network(x), d.network(x))
+    with pytest.raises(TuckerTRTError, match="saved tuckertrt model: load it with tuckertrt.load_model"):
+        load_plain_model(path)
+
+
 def test_decomposing_twice_is_refused(small_model):
     with pytest.raises(TuckerTRTError, match="already decomposed"):
         decompose(decompose(small_model, df=0.5), df=0.3)

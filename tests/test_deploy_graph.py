@@ -14,7 +14,7 @@ from tuckertrt.backends.ov_runner import OpenVinoBackend
 from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.fold import apply_folds
 from tuckertrt.errors import TuckerTRTError
-from tuckertrt.graph import export_model
+from tuckertrt.parity.export import export_model
 from tuckertrt.graph.deploy import inference_graph
 from tuckertrt.graph.head import split_head
 from tuckertrt.graph import rank_space_norm

@@ -32,7 +32,7 @@ PATCH = (32, 32, 32)  # the network downsamples 16x: the smallest cube is 16³; 
 def export_decomposed_ts3mm(root: Path, patch: tuple[int, ...]) -> Path:
     """The TS-3mm network decomposed at DF 0.3, exported (FP32 + FP16 + manifest) at ``patch``."""
     from tuckertrt.decomposition import decompose
-    from tuckertrt.graph.export import export_model
+    from tuckertrt.parity.export import export_model
     from tuckertrt.models import load_model
 
     out = root / "ts-3mm_df0.3"
@@ -121,7 +121,7 @@ def test_single_fp32_onnx_is_converted_for_fp16(export_dir: Path, tmp_path: Path
 
 def test_dynamic_batch_gets_a_profile(tmp_path: Path) -> None:
     from tests.helpers import small_loaded_model
-    from tuckertrt.graph.export import export_model
+    from tuckertrt.parity.export import export_model
 
     export_model(small_loaded_model(), tmp_path / "small", patch=PATCH, dynamic_batch=2, fp16=False,
                  simplifier="none", verify=False)

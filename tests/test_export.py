@@ -15,12 +15,13 @@ from tests.test_cli_stats import assert_one_line_error, run_cli
 from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import sha256_file
-from tuckertrt.graph import export_model, load_manifest, update_manifest, verify_artifact
+from tuckertrt.graph import load_manifest, update_manifest, verify_artifact
 from tuckertrt.graph.export import torch_to_onnx
 from tuckertrt.graph.manifest import add_artifact
 from tuckertrt.graph.simplify import simplify
 from tuckertrt.graph.structure import duplicated_initializers, initializer_types, op_counts, redundant_casts
 from tuckertrt.models.checkpoint import save_results_folder
+from tuckertrt.parity.export import export_model
 
 
 def patch_for(model) -> np.ndarray:

@@ -13,7 +13,7 @@ from tuckertrt.backends import ov_runner
 from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ov_runner import OpenVinoBackend
 from tuckertrt.errors import MissingDependencyError, TuckerTRTError
-from tuckertrt.graph import export_model
+from tuckertrt.parity.export import export_model
 
 pytestmark = pytest.mark.skipif(not OpenVinoBackend.available(), reason="openvino is not installed")
 

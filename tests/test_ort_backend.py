@@ -13,7 +13,7 @@ from tuckertrt.backends import open_backend
 from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ort_runner import OrtBackend, physical_cores
 from tuckertrt.errors import TuckerTRTError
-from tuckertrt.graph import export_model
+from tuckertrt.parity.export import export_model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from tests.helpers import random_patch, small_loaded_model
 from tuckertrt.backends import open_backend
 from tuckertrt.decomposition import decompose
 from tuckertrt.errors import TuckerTRTError
-from tuckertrt.graph import export_model
+from tuckertrt.parity.export import export_model
 from tuckertrt.data import example_ct
 from tuckertrt.inference.calibration import CalibrationSet, load_calibration
 from tuckertrt.quantization import quantize_openvino, quantize_qdq

@@ -148,7 +148,7 @@ def test_usage_errors(write_ct, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_onnxruntime_artifact_and_decomposed_torch_agree_with_torch(write_ct, tmp_path, capsys):
-    from tuckertrt.graph import export_model
+    from tuckertrt.parity.export import export_model
     from tuckertrt.models import load_model
 
     ct = small_ct(write_ct)

@@ -11,9 +11,9 @@ from tuckertrt.decomposition import decompose
 from tuckertrt.decomposition.fold import apply_folds, fold_layer, fold_network
 from tuckertrt.decomposition.layers import TuckerConv
 from tuckertrt.decomposition.ranks import rank_for
-from tuckertrt.decomposition.select import (Candidate, candidates, energy_rank, in_graph_openvino, isolated, openvino_timer,
-                                            round_rank, select_latency, selected_model, spectral_spec,
-                                            vbmf_rank)
+from tuckertrt.bench.layer_timing import in_graph_openvino, openvino_timer, select_latency
+from tuckertrt.decomposition.select import (Candidate, LatencyPlan, candidates, choose_latency, energy_rank,
+                                            latency_plan, round_rank, selected_model, spectral_spec, vbmf_rank)
 from tuckertrt.errors import TuckerTRTError, UsageError
 
 
@@ -88,10 +88,11 @@ def test_select_latency_keeps_what_is_faster_under_a_deterministic_cost():
         macs = float(sum(m.weight.numel() for m in convs)) * np.prod(shape[2:]) * 1e-9
         return macs + len(convs) * (10.0 if tuple(shape[2:]) == tuple(full) else 0.0)
 
-    def timer(modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
-        return [cost(m, shape) for m in modules]
-
-    selection = select_latency(model, isolated(timer), df=0.5, min_rank=4)
+    plan = latency_plan(model, df=0.5, min_rank=4)
+    modules = dict(model.network.named_modules())
+    seconds = {name: {c.label: cost(c.module(modules[name]), opts.shape) for c in opts.allowed}
+               for name, opts in plan.layers.items()}
+    selection = choose_latency(plan, seconds)
     full_res = [n for n, info in selection["layers"].items() if info["shape"][2:] == list(full)]
     assert full_res and all(selection["ranks"][n] == "keep" for n in full_res)
     assert any(v != "keep" for v in selection["ranks"].values())
@@ -103,9 +104,14 @@ def test_select_latency_keeps_what_is_faster_under_a_deterministic_cost():
         assert rebuilt.network(x).shape == model.network(x).shape
 
 
+def _equal_times(plan: LatencyPlan) -> tuple[LatencyPlan, dict[str, dict[str, float]]]:
+    """``plan`` and one second for each of its candidates."""
+    return plan, {name: {c.label: 1.0 for c in opts.allowed} for name, opts in plan.layers.items()}
+
+
 def test_select_latency_param_budget_forbids_keeping():
     model = small_loaded_model()
-    selection = select_latency(model, isolated(lambda modules, shape: [1.0] * len(modules)), df=0.5, min_rank=4, max_param_ratio=0.9, folds=False)
+    selection = choose_latency(*_equal_times(latency_plan(model, df=0.5, min_rank=4, max_param_ratio=0.9, folds=False)))
     assert all("keep" not in info["seconds"] for info in selection["layers"].values())
     assert all(v != "keep" for v in selection["ranks"].values())
 
@@ -114,8 +120,7 @@ def test_candidates_that_save_no_parameters_are_never_measured():
     """Rounded-up ranks at (or near) the channel counts, and folds that outgrow the original conv, only add passes:
     the selection does not offer them (the plain DF candidate always stays)."""
     model = small_loaded_model()
-    selection = select_latency(model, isolated(lambda modules, shape: [1.0] * len(modules)), df=0.9, min_rank=4,
-                               multiple=16)
+    selection = choose_latency(*_equal_times(latency_plan(model, df=0.9, min_rank=4, multiple=16)))
     convs = {n: m for n, m in model.network.named_modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))}
     for name, info in selection["layers"].items():
         original = sum(p.numel() for p in convs[name].parameters())
@@ -154,5 +159,5 @@ def test_in_graph_selection_on_openvino_times_every_candidate_in_the_network():
 
 def test_ties_go_to_the_more_accurate_candidate():
     model = small_loaded_model()
-    flat = select_latency(model, isolated(lambda modules, shape: [1.0] * len(modules)), df=0.5, min_rank=4)
+    flat = choose_latency(*_equal_times(latency_plan(model, df=0.5, min_rank=4)))
     assert all(v == "keep" for n, v in flat["ranks"].items() if n in flat["layers"])  # all equal: keep is exact

@@ -23,6 +23,7 @@ def test_imports_follow_the_layer_order():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "1 kept, 0 broken" in result.stdout
+    assert "ignore_imports" not in (CHECKOUT / ".importlinter").read_text()  # no exceptions to the order
 
 
 def test_every_runtime_is_in_the_registry_and_the_cli_lists_it_from_there():

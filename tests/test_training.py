@@ -225,7 +225,7 @@ def test_finetune_bad_input_is_one_line_and_writes_nothing(tmp_path, model_folde
 
 
 def test_finetune_cli_writes_a_loadable_model(tmp_path, model_folder, capsys):
-    from tuckertrt.models import load_model
+    from tuckertrt.decomposition import load_model
 
     data = make_ts_dataset(tmp_path / "data")
     main(["finetune", str(model_folder), "--df", "0.5", "--data", str(data), "--iterations", "2",

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tuckertrt.decomposition import decompose
+from tuckertrt.decomposition import decompose, load_model
 from tuckertrt.decomposition.accounting import totals
 from tuckertrt.errors import TuckerTRTError, UsageError
 from tuckertrt.models.loaded import LoadedModel
@@ -42,7 +42,6 @@ def df_variants(model: LoadedModel, dfs: list[float], min_rank: int = 8, policy:
 def checkpoint_variants(model: LoadedModel, paths: Sequence[str | Path]) -> list[Variant]:
     """Compressed checkpoints of ``model`` (``tuckertrt finetune`` outputs), keyed by DF and how they were
     recovered ("DF 0.3 distilled", "DF 0.3 fine-tuned")."""
-    from tuckertrt.models import load_model
     from tuckertrt.training.recovery import check_pair
 
     out: list[Variant] = []
@@ -69,8 +68,9 @@ def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precisi
                      min_rank: int = 8, log=print) -> list[Variant]:
     """Per DF < 1: ranks/folds chosen per layer by timing candidates on ``backend`` (see ``select_latency``):
     inside the whole network on OpenVINO, in isolation on ONNX Runtime."""
-    from tuckertrt.decomposition.select import (deployed_openvino_seconds, in_graph_openvino, isolated,
-                                                onnxruntime_timer, select_latency, selected_model)
+    from tuckertrt.bench.layer_timing import (deployed_openvino_seconds, in_graph_openvino, isolated,
+                                              onnxruntime_timer, select_latency)
+    from tuckertrt.decomposition.select import selected_model
 
     shape = (1, model.spec.input_channels, *model.spec.patch_size)
     probe = tuple(2 * d for d in model.spec.downsampling)
@@ -99,7 +99,7 @@ def latency_variants(model: LoadedModel, dfs: list[float], backend: str, precisi
 def export_variant(variant: Variant, root: Path) -> Path:
     """Export ``variant`` (FP32 ONNX, simplified, with manifest) into ``root/<key>``; the rank selection and
     folds, if any, are recorded in the manifest's ``reports``. Returns the export directory."""
-    from tuckertrt.graph.export import export_model
+    from tuckertrt.parity.export import export_model
     from tuckertrt.graph.manifest import update_manifest
 
     out = root / variant.key.replace(" ", "_")

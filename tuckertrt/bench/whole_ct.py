@@ -47,8 +47,8 @@ def run_whole_ct(ct: str | Path, model: str, backend: str, artifacts: str | Path
                  out: str | Path, threads: int | None = None) -> WholeCTRun:
     """Load ``model``'s artifact like ``tuckertrt segment`` does, then segment ``ct`` into ``out`` (a .nii.gz)."""
     from tuckertrt.backends import open_backend
+    from tuckertrt.decomposition import load_model
     from tuckertrt.inference.segment import Runner, segment_volume
-    from tuckertrt.models import load_model
 
     start = time.perf_counter()
     spec = load_model(model).spec

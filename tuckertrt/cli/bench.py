@@ -86,7 +86,7 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
     from tuckertrt.bench.report import markdown, profile_markdown
     from tuckertrt.cli.preflight import check_run_folder, marked_output
     from tuckertrt.fileio import ensure_output_dir, write_bytes_atomic, write_json_atomic
-    from tuckertrt.models import load_model
+    from tuckertrt.decomposition import load_model
     from tuckertrt.data import example_reference
     from tuckertrt.inference.patches import ct_patch, default_patch
     from tuckertrt.parity.compare import reference_patch

@@ -55,9 +55,9 @@ def build(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
 
     Exit code 0 when the parity gates hold, 1 when they fail, 2 on usage errors.
     """
+    from tuckertrt.decomposition import load_model
     from tuckertrt.decomposition.ranks import rank_spec
     from tuckertrt.errors import UsageError
-    from tuckertrt.models import load_model
     from tuckertrt.parity.gate import ParityGate
     from tuckertrt.pipeline import BuildOptions, run_build
 

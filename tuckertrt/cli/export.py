@@ -37,8 +37,8 @@ def export(model: str, df: float | None, min_rank: int, policy: str, ranks_file:
            verify: bool, output: str | None, as_json: bool, triton_repo: str | None) -> None:
     """Export MODEL (decomposed at --df) to ONNX FP32/FP16 with a manifest; exit 1 if a parity check fails."""
     from tuckertrt.cli.options import decomposed_as_asked
-    from tuckertrt.graph import export_model
-    from tuckertrt.models import load_model
+    from tuckertrt.decomposition import load_model
+    from tuckertrt.parity.export import export_model
 
     if output:
         check_new_output_dir(output, model, ranks_file)

@@ -93,8 +93,8 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
 
 def _auto_runners(model_ref: str, decomposition: tuple, download: bool, cache_dir: Path | None) -> list:
     from tuckertrt.cli.options import decomposed_as_asked
-    from tuckertrt.inference.auto_backend import open_auto
-    from tuckertrt.models import load_models
+    from tuckertrt.decomposition import load_models
+    from tuckertrt.pipeline.auto_backend import open_auto
 
     runners = []
     for model in load_models(model_ref, download=download):
@@ -107,8 +107,8 @@ def _auto_runners(model_ref: str, decomposition: tuple, download: bool, cache_di
 def _runners(model_ref: str, decomposition: tuple, download: bool, backend: str, artifacts: Path | None,
              precision: str, device: str | None) -> list:
     from tuckertrt.cli.options import decomposed_as_asked
+    from tuckertrt.decomposition import load_models
     from tuckertrt.inference.segment import Runner, as_runner
-    from tuckertrt.models import load_models
 
     models = load_models(model_ref, download=download)
     if backend == "torch":

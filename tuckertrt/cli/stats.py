@@ -36,7 +36,7 @@ def stats(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
           as_json: bool) -> None:
     """Parameters and multiply-accumulates of MODEL, original vs decomposed, per layer and in total."""
     from tuckertrt.decomposition.accounting import summarize
-    from tuckertrt.models import load_models
+    from tuckertrt.decomposition import load_models
 
     reports = [summarize(m, decomposed_as_asked(m, df, min_rank, policy, ranks_file)) for m in load_models(model,
                                                                                                    download=download)]
@@ -64,11 +64,10 @@ def decompose_cmd(model: str, df: float | None, min_rank: int, policy: str, rank
                   download: bool, hooi_iters: int, calibrate: tuple[str, ...], macs: float | None,
                   speedup: float | None, output: str) -> None:
     """Decompose MODEL and save it (with --ranks auto: ranks chosen for quality within a MAC or speed budget)."""
-    from tuckertrt.decomposition import decompose
+    from tuckertrt.decomposition import decompose, load_model
     from tuckertrt.decomposition.ranks import rank_spec
     from tuckertrt.decomposition.serialize import save_decomposed
     from tuckertrt.errors import UsageError
-    from tuckertrt.models import load_model
 
     auto = ranks_file == "auto"
     if df is None and ranks_file is None:

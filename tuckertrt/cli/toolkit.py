@@ -110,8 +110,8 @@ def _train_and_report(original, student, kw: dict[str, Any], after_step=None) ->
 
 def _load_pair(model: str, kw: dict[str, Any], download: bool):
     """(original, compressed-or-None) from MODEL and --teacher."""
+    from tuckertrt.decomposition import load_model
     from tuckertrt.errors import UsageError
-    from tuckertrt.models import load_model
 
     loaded = load_model(model, download=download)
     compressed = loaded.is_decomposed or bool(loaded.extra.get("pruning"))
@@ -132,7 +132,7 @@ def _load_pair(model: str, kw: dict[str, Any], download: bool):
 def variance(model: str, df: float | None, min_rank: int, download: bool, output: str) -> None:
     """Explained variance of every conv kernel over all (rank_in, rank_out): a heatmap per layer, a summary
     plot at the chosen DF (default 0.3), variance.json and the full grids in variance.npz."""
-    from tuckertrt.models import load_model
+    from tuckertrt.decomposition import load_model
     from tuckertrt.toolkit.variance import layer_variances
 
     df = df or DEFAULT_VARIANCE_DF

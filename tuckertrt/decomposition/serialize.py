@@ -1,4 +1,8 @@
-"""Save and load decomposed models: state dict + rank spec + the plans needed to rebuild the architecture."""
+"""Save and load decomposed models: state dict + rank spec + the plans needed to rebuild the architecture.
+
+:func:`load_model` / :func:`load_models` take any MODEL argument: a saved model is read here, a plain one
+(results folder, TotalSegmentator name, preset) resolved by :mod:`tuckertrt.models.resolve`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +15,8 @@ from tuckertrt.fileio import atomic_path
 from tuckertrt.models.checkpoint import load_weights, read_checkpoint
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.models.plans import architecture, configuration
+from tuckertrt.models.resolve import SAVED_MODEL_SUFFIXES, single_model
+from tuckertrt.models.resolve import load_models as load_plain_models
 from tuckertrt.models.spec import ModelSpec
 
 FORMAT = "tuckertrt-model"
@@ -48,3 +54,16 @@ def load_decomposed(path: str | Path) -> LoadedModel:
                        dataset=ckpt["dataset"], config_name=ckpt["config_name"], source=ckpt["source"],
                        checkpoint_sha256=ckpt.get("checkpoint_sha256"), trained=ckpt.get("trained", True),
                        decomposition=info, extra=ckpt.get("extra") or {})
+
+
+def load_models(ref: str | Path, fold: int | str | None = None, download: bool = False) -> list[LoadedModel]:
+    """All networks behind a MODEL argument: a saved tuckertrt model (``.pt``), or a plain model's networks."""
+    path = Path(str(ref))
+    if path.suffix in SAVED_MODEL_SUFFIXES and path.is_file():
+        return [load_decomposed(path)]
+    return load_plain_models(ref, fold, download)
+
+
+def load_model(ref: str | Path, fold: int | str | None = None, download: bool = False) -> LoadedModel:
+    """The one network behind a MODEL argument (see :func:`load_models`)."""
+    return single_model(ref, load_models(ref, fold, download))

@@ -1,10 +1,10 @@
-"""Export a (decomposed) model to ONNX: FP32 and FP16 graphs, simplified, checked, with a manifest.
+"""Export a (decomposed) model to ONNX: FP32 and FP16 graphs, simplified, structure-checked, with a manifest.
 
 The exporter is torch's TorchScript exporter (``dynamo=False``), traced in memory on a small probe patch with
 symbolic spatial axes that are then fixed to the model's patch. Tracing the full 112×112×128 patch costs 10-18 s
 here against 0.6 s for the probe; the dynamo exporter needs onnxscript (not a dependency) and takes ~5 s for the
 same graph. The traced graph has no shape-dependent ops (convolutions, InstanceNormalization, LeakyReLU, Concat),
-and the torch-vs-ONNX Runtime comparison on the full patch proves the result.
+and the torch-vs-ONNX Runtime comparison on the full patch (:mod:`tuckertrt.parity.export`) proves the result.
 """
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ import re
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -27,7 +26,7 @@ from tuckertrt.fileio import atomic_dir, check_replaceable, ensure_output_dir
 from tuckertrt.graph import manifest as mf
 from tuckertrt.graph.manifest import ONNX_FILES
 from tuckertrt.graph.fp16 import to_fp16
-from tuckertrt.graph.simplify import SIMPLIFY_TOLERANCE, check_simplifier, simplify
+from tuckertrt.graph.simplify import check_simplifier, simplify
 from tuckertrt.graph.structure import check_conv_layers, duplicated_initializers, op_counts
 from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.models.spec import ModelSpec
@@ -39,7 +38,7 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2
 
 @dataclass
 class ExportResult:
-    """What :func:`export_model` wrote: the directory, its artifacts by precision, and the manifest."""
+    """What an export wrote: the directory, its artifacts by precision, and the manifest."""
 
     out_dir: Path
     artifacts: dict[str, Path]
@@ -115,19 +114,34 @@ def _set_shape(value: onnx.ValueInfoProto, shape: tuple[int, ...], dynamic_batch
             dim.dim_value = size
 
 
-def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch: tuple[int, ...] | None = None,
-                 fp16: bool = True, simplifier: str = "onnxsim", dynamic_batch: int | None = None,
-                 opset: int = DEFAULT_OPSET, verify: bool = True, verify_input: np.ndarray | None = None,
-                 input_label: str = "given patch") -> ExportResult:
-    """Export ``model`` into ``out_dir`` (written atomically: a temp dir renamed into place).
+@dataclass
+class ExportedGraphs:
+    """An export in memory, before it is written: the traced graph and the graphs to write, by precision.
 
-    Writes ``model.onnx`` (FP32), ``model_fp16.onnx`` (if ``fp16``) and ``manifest.json``. The simplified graph is
-    kept only if ONNX Runtime agrees with the unsimplified one; with ``verify`` the FP32 graph is compared with
-    PyTorch and the FP16 graph with the FP32 graph (on ``verify_input``, default the example CT patch), and the
-    results are stored in the manifest. ``dynamic_batch`` (max batch) makes the batch axis symbolic.
+    ``traced`` is the graph before simplification (``graphs["fp32"]`` is the same graph when ``simplifier`` is
+    "none"); ``info`` becomes the manifest's ``graph`` section; ``seconds`` the time each step took.
     """
-    from tuckertrt.inference.patches import default_patch
 
+    model: LoadedModel
+    out_dir: Path
+    patch: tuple[int, ...]
+    traced: onnx.ModelProto
+    graphs: dict[str, onnx.ModelProto]
+    simplifier: str
+    info: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def export_graphs(model: LoadedModel, out_dir: str | Path | None = None, *, patch: tuple[int, ...] | None = None,
+                  fp16: bool = True, simplifier: str = "onnxsim", dynamic_batch: int | None = None,
+                  opset: int = DEFAULT_OPSET) -> ExportedGraphs:
+    """Trace ``model`` to ONNX, simplify it, check its structure and (``fp16``) convert it, all in memory.
+
+    ``out_dir`` (default :func:`default_out_dir`) is checked first, so that a bad destination fails before the
+    export's work. ``dynamic_batch`` (max batch) makes the batch axis symbolic. Nothing has run the graphs yet:
+    :func:`tuckertrt.parity.export.export_model` proves them (the simplified graph against the traced one, and
+    with ``verify`` against PyTorch) before :func:`write_export` writes them.
+    """
     check_simplifier(simplifier)
     if opset < 17:
         raise TuckerTRTError(f"opset {opset} is too old: InstanceNormalization/ConvTranspose need opset >= 17 here")
@@ -137,8 +151,6 @@ def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch
     patch = check_patch(spec, patch)
     out_dir = Path(out_dir) if out_dir else default_out_dir(model)
     _check_out_dir(out_dir)
-    if verify_input is None:
-        verify_input, input_label = default_patch(spec, patch)
     input_shape = (1, spec.input_channels, *patch)
     timings: dict[str, float] = {}
 
@@ -157,30 +169,32 @@ def export_model(model: LoadedModel, out_dir: str | Path | None = None, *, patch
         graphs["fp16"] = to_fp16(graphs["fp32"])
         timings["fp16"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    comparisons = _check_parity(model, traced if simplifier != "none" else None, graphs, verify, verify_input,
-                                input_label)
-    timings["parity"] = time.perf_counter() - start
-
     info = {"opset": opset, "input_shape": list(input_shape), "output_shape": [1, spec.num_classes, *patch],
             "dynamic_batch": dynamic_batch, "input_name": "input", "output_name": "logits",
             "exporter": "torch.onnx (TorchScript, in memory)", "simplifier": simplifier,
             "parameters": sum(p.numel() for p in model.network.parameters()),
-            "ops": op_counts(graphs["fp32"]), "structure": structure,
-            "seconds": {k: round(v, 2) for k, v in timings.items()}}
-    manifest = mf.new_manifest(model, info)
+            "ops": op_counts(graphs["fp32"]), "structure": structure}
+    return ExportedGraphs(model, out_dir, patch, traced, graphs, simplifier, info, timings)
+
+
+def write_export(exported: ExportedGraphs, comparisons: dict[str, dict]) -> ExportResult:
+    """Write ``exported``'s graphs and ``manifest.json`` (with ``comparisons``, the proofs run on them) into its
+    ``out_dir``, atomically: a temp dir renamed into place."""
+    info = {**exported.info, "seconds": {k: round(v, 2) for k, v in exported.seconds.items()}}
+    manifest = mf.new_manifest(exported.model, info)
     manifest["comparisons"] = comparisons
+    out_dir = exported.out_dir
     try:
         with atomic_dir(out_dir) as tmp:
-            for precision, proto in graphs.items():
+            for precision, proto in exported.graphs.items():
                 name = ONNX_FILES[precision]
                 onnx.save_model(proto, str(tmp / name))
                 manifest["artifacts"][name] = mf.artifact_entry(tmp / name, kind="onnx", precision=precision)
             mf.write_manifest(tmp, manifest)
     except OSError as e:  # disk full, permissions changed meanwhile: the temp dir is already gone
         raise TuckerTRTError(f"cannot write the export into {out_dir}: {e.strerror or e}") from None
-    artifacts = {precision: out_dir / ONNX_FILES[precision] for precision in graphs}
-    return ExportResult(out_dir, artifacts, manifest, timings)
+    artifacts = {precision: out_dir / ONNX_FILES[precision] for precision in exported.graphs}
+    return ExportResult(out_dir, artifacts, manifest, dict(exported.seconds))
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -201,42 +215,3 @@ def _check_structure(graph: onnx.ModelProto, model: LoadedModel, probe_shape: tu
         raise TuckerTRTError(f"ONNX graph stores {len(duplicates)} weight(s) more than once, e.g. {duplicates[0]}")
     ranks = (model.decomposition or {}).get("ranks", {})
     return check_conv_layers(graph, executed_convs(model.network, probe_shape), ranks)
-
-
-def _check_parity(model: LoadedModel, unsimplified: onnx.ModelProto | None, graphs: dict[str, onnx.ModelProto],
-                  verify: bool, patch: np.ndarray, input_label: str) -> dict[str, dict]:
-    """One polygraphy run of every graph (and torch): unsimplified vs simplified must agree (else raise);
-    with ``verify`` also torch vs ONNX FP32 and ONNX FP32 vs FP16. Returns the comparisons as JSON."""
-    from tuckertrt.backends.ort_runner import OrtBackend
-    from tuckertrt.backends.torch_runner import TorchBackend
-    from tuckertrt.parity.compare import RANDOM_WEIGHTS_TIE_MARGIN, Tolerance, compare_runs, tolerance_for
-
-    backends: dict[str, Any] = {}
-    pairs: list[tuple[str, str, Tolerance | None]] = []
-    if unsimplified is not None:
-        backends["unsimplified"] = OrtBackend(unsimplified.SerializeToString())
-        pairs.append(("unsimplified", "onnx_fp32", Tolerance(**SIMPLIFY_TOLERANCE)))
-    if verify:
-        backends["torch"] = TorchBackend(model.network, patch.shape, "fp32", device="cpu")
-    backends.update({f"onnx_{p}": OrtBackend(g.SerializeToString(), precision=p) for p, g in graphs.items()
-                     if verify or p == "fp32"})
-    tie_margin = None if model.trained else RANDOM_WEIGHTS_TIE_MARGIN
-    if verify:
-        pairs += [(a, b, replace(tolerance_for("fp32", p), tie_margin=tie_margin))
-                  for a, b, p in (("torch", "onnx_fp32", "fp32"), ("onnx_fp32", "onnx_fp16", "fp16"))
-                  if b in backends]
-    if not pairs:
-        return {}
-    try:
-        results = compare_runs(backends, pairs, patch, input_label)
-    finally:
-        for backend in backends.values():
-            backend.close()
-    simplified = results.pop("unsimplified_vs_onnx_fp32", None)
-    if simplified is not None and not simplified.passed:
-        raise TuckerTRTError(f"the simplifier changed the graph's output ({simplified.stats}); "
-                             f"retry with another --simplifier")
-    named = {"original_vs_simplified": simplified} if simplified else {}
-    named.update({"torch_vs_onnx_fp32": results.get("torch_vs_onnx_fp32"),
-                  "onnx_fp32_vs_fp16": results.get("onnx_fp32_vs_onnx_fp16")})
-    return {name: r.to_json() for name, r in named.items() if r is not None}

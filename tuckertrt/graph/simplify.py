@@ -1,7 +1,7 @@
 """Graph simplification: onnxsim, or onnxslim as the alternative.
 
 The export keeps a simplified graph only after ONNX Runtime ran it and the unsimplified one on the same input
-and they agreed within :data:`SIMPLIFY_TOLERANCE` (see :func:`tuckertrt.graph.export.export_model`).
+and they agreed within :data:`SIMPLIFY_TOLERANCE` (see :func:`tuckertrt.parity.export.prove_graphs`).
 """
 from __future__ import annotations
 

@@ -294,7 +294,7 @@ def open_artifact(ref: str | Path) -> Artifact:
         entry = verify_artifact(path) if manifest and path.name in manifest["artifacts"] else {}
         backend = open_backend(_SUFFIX_BACKENDS[path.suffix], path, entry.get("precision", "fp32"))
         return Artifact(backend, spec, str(path), trained)
-    from tuckertrt.models import load_model
+    from tuckertrt.decomposition import load_model
 
     model = load_model(ref)
     return Artifact(open_backend("torch", model, device="cpu"), model.spec, f"torch:{ref}", model.trained)

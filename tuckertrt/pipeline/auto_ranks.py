@@ -110,7 +110,7 @@ def auto_ranks(model: LoadedModel, images: torch.Tensor, *, macs: float | None =
 
 def openvino_speedup(original: LoadedModel, compressed: LoadedModel, precision: str = "bf16") -> float:
     """Latency of ``original`` over ``compressed``, both as the CPU backends deploy them, on OpenVINO."""
-    from tuckertrt.decomposition.select import deployed_openvino_seconds
+    from tuckertrt.bench.layer_timing import deployed_openvino_seconds
 
     spec = original.spec
     shape = (1, spec.input_channels, *spec.patch_size)

@@ -20,7 +20,6 @@ from tuckertrt.decomposition.accounting import totals
 from tuckertrt.decomposition.serialize import save_decomposed
 from tuckertrt.errors import TuckerTRTError, UsageError
 from tuckertrt.fileio import atomic_dir, check_replaceable, write_json_atomic
-from tuckertrt.graph.export import export_model
 from tuckertrt.graph.manifest import model_provenance, tool_versions
 from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 from tuckertrt.inference.segment import Runner
@@ -28,6 +27,7 @@ from tuckertrt.models.loaded import LoadedModel
 from tuckertrt.inference.patches import default_patch
 from tuckertrt.inference.backend_choice import choose_backend
 from tuckertrt.data import example_ct, example_dicom, example_reference
+from tuckertrt.parity.export import export_model
 from tuckertrt.parity.gate import ParityGate
 from tuckertrt.pipeline.report import write_report
 from tuckertrt.pipeline.validation import validate_case

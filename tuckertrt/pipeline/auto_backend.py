@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tuckertrt.version import __version__
 from tuckertrt.backends.registry import open_backend
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.fileio import read_json, write_json_atomic
-from tuckertrt.graph.export import export_model
 from tuckertrt.graph.manifest import tool_versions
 from tuckertrt.inference.backend_choice import BackendChoice, choose_backend
 from tuckertrt.inference.patches import default_patch
 from tuckertrt.inference.segment import Runner
 from tuckertrt.models.loaded import LoadedModel
+from tuckertrt.parity.export import export_model
+from tuckertrt.version import __version__
 
 CACHE_ENV = "TUCKERTRT_CACHE"
 FORMAT = "tuckertrt-auto-cache/1"
