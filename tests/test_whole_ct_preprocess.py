@@ -151,11 +151,11 @@ def test_head_kernels_agree(dtype, classes):
     bias[[7, 40, 60, 90]] = 4.0 + np.abs(bias).max()
     head = LinearHead(weight, bias)
     features = torch.from_numpy(rng.standard_normal((5000, 32)).astype(np.float32)).to(dtype)
-    weights = torch.rand(5000, 1) + 0.05
+    weights = torch.from_numpy(rng.random((5000, 1), dtype=np.float32) + 0.05)
     fast = _OpenVinoArgmax(head.weight, head.bias, dtype, True)(features, weights)
     plain = _torch_argmax(head.weight, head.bias)(features, weights).numpy()
     assert fast.dtype == (np.uint8 if classes <= 256 else np.uint16)
-    assert np.array_equal(fast, plain) and (fast == 7).sum() > 100  # the tie decided the same way
+    assert np.array_equal(fast, plain) and (fast == 7).sum() > 50  # the tie decided the same way
     tie = LinearHead(np.zeros((3, 2), np.float32), np.zeros(3, np.float32))
     assert (tie.labels(np.ones((4, 2), np.float32)) == 0).all()
 

@@ -44,11 +44,12 @@ class LinearHead:
 
     @torch.inference_mode()
     def labels(self, features: np.ndarray | torch.Tensor, weights: torch.Tensor | None = None,
-               chunk: int = 65536) -> np.ndarray:
+               chunk: int = 32768) -> np.ndarray:
         """argmax over classes of ``W f + b`` for channels-last ``features`` (..., F), ``chunk`` voxels at a time;
         with ``weights`` (...), ``features`` are Gaussian-weighted sums and the logits ``W f + w b`` (the argmax
         of dividing by ``w > 0``, without the division). Runs on OpenVINO's CPU plugin in f32 when installed
-        (matrix product, bias and argmax in one compiled kernel), else on torch. Ties go to the first class, as ``argmax``."""
+        (matrix product, bias and argmax in one compiled kernel), else on torch. Ties go to the first class, as
+        ``argmax``."""
         flat = as_tensor(features).reshape(-1, self.num_features)
         if flat.dtype not in (torch.float16, torch.float32):
             flat = flat.float()

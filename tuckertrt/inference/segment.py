@@ -129,6 +129,7 @@ def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequenc
              for key, group in groups.items()}
     if not isinstance(ct, CTImage):
         image = replace(image, array=np.empty((0, 0, 0), dtype=image.array.dtype))
+        trim_heap()
     parts, n_tiles = [], 0
     for key, group in groups.items():
         grid, geometry = grids.pop(key)
