@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from tuckertrt.inference.ts_outputs import TSOutputs
     from tuckertrt.models.loaded import LoadedModel
 
+# CTs of at least this many voxels free the runtimes' working memory before their labels go back to the input
+# grid: it lowers the peak where those labels are large, and costs the next CT ~0.05 s to allocate it again
+RELEASE_MEMORY_VOXELS = 64 << 20
 
 
 @dataclass
@@ -114,8 +117,9 @@ def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequenc
     Models that share a network grid (axis order and spacing: the five ``total-1.5mm`` parts) share one resampled
     volume; their labels are merged in that grid and resampled back once. A CT read here from a path is dropped
     once resampled (the result's ``image`` keeps its affine and header, with an empty array), so the input and
-    the accumulation of the network's outputs are never in memory together; the runtimes' working memory is
-    freed before the labels go back to the input grid."""
+    the accumulation of the network's outputs are never in memory together; for a large CT
+    (:data:`RELEASE_MEMORY_VOXELS`) the runtimes' working memory is freed before the labels go back to the input
+    grid."""
     clock = _Stages()
     image = ct if isinstance(ct, CTImage) else clock.run("read", read_ct, ct)
     runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
@@ -145,7 +149,8 @@ def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequenc
             clock.move("sliding_window", "network", counter.seconds)
             n_tiles += counter.calls
             net_parts.append((net_labels, spec))
-            clock.run("sliding_window", runner.release_memory)  # before the input-grid labels are allocated
+            if np.prod(geometry.input_shape) >= RELEASE_MEMORY_VOXELS:  # before the input-grid labels exist
+                clock.run("sliding_window", runner.release_memory)
         del grid
         trim_heap()
         merged, names = clock.run("merge", merge_parts, net_parts)
