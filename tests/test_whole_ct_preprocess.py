@@ -190,3 +190,26 @@ def test_feature_band_equals_full_volume_sums(dtype):
     expected = head.labels(sums, weights)
     assert len(set(w[0].start for w in tiles(volume.shape[1:], patch, 0.6))) >= 5  # the ring wraps
     assert got.dtype == np.uint8 and np.array_equal(got, expected)
+
+
+def test_large_cts_release_the_runtime_memory_before_labels_go_back(write_ct, monkeypatch):
+    """A CT at or above ``RELEASE_MEMORY_VOXELS`` frees the runtime's working memory once per runner, after its
+    sliding window; smaller CTs keep it for the next one. The labels are the same either way."""
+    from tuckertrt.inference import segment as segment_module
+
+    class Predictor:
+        released = 0
+
+        def run(self, patch: np.ndarray) -> np.ndarray:
+            return tissue_logits(patch)
+
+        def release_memory(self) -> None:
+            self.released += 1
+
+    path = write_ct(blob_ct((40, 36, 30), (20.0, 18.0, 15.0), 6.0), AFFINES["RAS"])
+    kept = Predictor()
+    small = segment_volume(path, Runner(SPEC, kept))
+    monkeypatch.setattr(segment_module, "RELEASE_MEMORY_VOXELS", 40 * 36 * 30)
+    freed = Predictor()
+    large = segment_volume(path, Runner(SPEC, freed))
+    assert (kept.released, freed.released) == (0, 1) and np.array_equal(small.labels, large.labels)

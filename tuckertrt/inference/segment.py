@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # CTs of at least this many voxels free the runtimes' working memory before their labels go back to the input
 # grid: it lowers the peak where those labels are large, and costs the next CT ~0.05 s to allocate it again
-RELEASE_MEMORY_VOXELS = 64 << 20
+RELEASE_MEMORY_VOXELS = 32 << 20
 
 
 @dataclass
