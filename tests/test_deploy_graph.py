@@ -184,6 +184,26 @@ def test_openvino_bf16_features_leave_the_graph_in_bf16(exports):
     assert (backend.head.labels(features[0]) == reference[0].argmax(0)).mean() > 0.9
 
 
+@pytest.mark.skipif(not OpenVinoBackend.available(), reason="openvino is not installed")
+@pytest.mark.parametrize("head", ["auto", "graph"])  # bf16 features; float32 logits
+def test_openvino_runs_into_new_arrays_and_after_releasing_memory(exports, head):
+    """Each patch's output is a new array the runtime wrote into (the next patch leaves it alone); freeing the
+    working memory (between CTs) changes no result."""
+    from tuckertrt.inference.segment import Runner
+
+    backend = open_backend("openvino", exports["compressed"], "bf16", head=head)
+    patches = {seed: random_patch((1, 1, 32, 32, 32), seed=seed) for seed in (7, 8)}
+    first, second, again = (backend.run(patches[seed]) for seed in (7, 8, 7))
+    assert not np.shares_memory(first, again) and np.array_equal(first.view(np.uint8), again.view(np.uint8))
+    assert not np.array_equal(first.view(np.uint8), second.view(np.uint8))
+    labels = backend.head.labels(first[0]) if head == "auto" else None
+    Runner(None, backend).release_memory()  # the network's and the head kernels' working memory
+    after = backend.run(patches[7])
+    assert np.array_equal(first.view(np.uint8), after.view(np.uint8))
+    if labels is not None:
+        assert np.array_equal(backend.head.labels(first[0]), labels)
+
+
 @pytest.mark.parametrize("max_bytes", [10, 1 << 30])  # float16 accumulator, float32 accumulator
 def test_feature_accumulator_reaches_every_voxel(max_bytes):
     """Tile edges carry Gaussian weights of ~1e-8; a float16 accumulator must still see them."""

@@ -6,6 +6,7 @@ must agree bit for bit; linear resampling agrees to float32 rounding; labels of 
 """
 from __future__ import annotations
 
+import ml_dtypes
 import nibabel as nib
 import numpy as np
 import pytest
@@ -136,18 +137,79 @@ def test_parts_sharing_a_grid_merge_there_exactly(write_ct):
     assert merged.stages["resample"] > 0 and len(merged.present()) == 2
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_head_kernels_agree(dtype):
-    """The OpenVINO head kernel (used when installed) and the torch one give the same labels, ties to class 0."""
-    from tuckertrt.graph.head import LinearHead, _openvino_argmax, _torch_argmax
+@pytest.mark.parametrize("dtype,classes", [(torch.float16, 118), (torch.float32, 118), (torch.float32, 300)])
+def test_head_kernels_agree(dtype, classes):
+    """The OpenVINO head kernel (used when installed) and the torch one give the same labels, ties to the first
+    of the tied classes (as ``argmax``), uint16 beyond 256 classes."""
+    from tuckertrt.graph.head import LinearHead, _OpenVinoArgmax, _torch_argmax
 
     pytest.importorskip("openvino")
     rng = np.random.default_rng(3)
-    head = LinearHead(rng.standard_normal((118, 32)).astype(np.float32), rng.standard_normal(118).astype(np.float32))
+    weight = rng.standard_normal((classes, 32)).astype(np.float32)
+    weight[[7, 40, 90]] = weight[60]  # classes 7, 40, 60 and 90 tie everywhere when their biases do
+    bias = rng.standard_normal(classes).astype(np.float32)
+    bias[[7, 40, 60, 90]] = 4.0 + np.abs(bias).max()
+    head = LinearHead(weight, bias)
     features = torch.from_numpy(rng.standard_normal((5000, 32)).astype(np.float32)).to(dtype)
-    weights = torch.rand(5000, 1) + 0.05
-    fast = _openvino_argmax(head.weight, head.bias, dtype, True)(features, weights)
+    weights = torch.from_numpy(rng.random((5000, 1), dtype=np.float32) + 0.05)
+    fast = _OpenVinoArgmax(head.weight, head.bias, dtype, True)(features, weights)
     plain = _torch_argmax(head.weight, head.bias)(features, weights).numpy()
-    assert np.array_equal(fast, plain)
+    assert fast.dtype == (np.uint8 if classes <= 256 else np.uint16)
+    assert np.array_equal(fast, plain) and (fast == 7).sum() > 50  # the tie decided the same way
     tie = LinearHead(np.zeros((3, 2), np.float32), np.zeros(3, np.float32))
     assert (tie.labels(np.ones((4, 2), np.float32)) == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # float32 sums; bf16 features: float16 sums
+def test_feature_band_equals_full_volume_sums(dtype):
+    """The ring band (rows emitted as soon as final, slots reused) gives exactly the labels of Gaussian-weighted
+    sums over the whole volume, with the same arithmetic, turned into labels at once."""
+    from tuckertrt.graph.head import LinearHead, as_tensor
+    from tuckertrt.inference.sliding_window import _floored, gaussian_importance_map, sliding_window_features_argmax, \
+        tiles
+
+    rng = np.random.default_rng(4)
+    head = LinearHead(rng.standard_normal((5, 6)).astype(np.float32), rng.standard_normal(5).astype(np.float32))
+    mix = torch.from_numpy(rng.standard_normal((1, 6)).astype(np.float32))
+
+    def features(patch: np.ndarray) -> np.ndarray:  # (1, C, *p) -> (1, *p, 6), as a runtime returns them
+        out = torch.sin(torch.from_numpy(patch).movedim(1, -1) * mix).to(dtype).contiguous()
+        return out.numpy() if dtype == torch.float32 else out.view(torch.uint16).numpy().view(ml_dtypes.bfloat16)
+
+    volume = rng.standard_normal((1, 61, 45, 50)).astype(np.float32)
+    patch = (16, 20, 24)
+    got = sliding_window_features_argmax(volume, features, patch, head, tile_step=0.6)
+    sum_dtype = torch.float32 if dtype == torch.float32 else torch.float16
+    sums = torch.zeros((*volume.shape[1:], 6), dtype=sum_dtype)
+    weights = torch.zeros(volume.shape[1:], dtype=torch.float32)
+    gauss = torch.from_numpy(_floored(gaussian_importance_map(patch), torch.empty(0, dtype=sum_dtype).numpy().dtype))
+    for window in tiles(volume.shape[1:], patch, 0.6):
+        tile = as_tensor(features(volume[(slice(None), *window)][None]))[0].to(sum_dtype)
+        sums[window].addcmul_(tile, gauss[..., None])
+        weights[window] += torch.from_numpy(_floored(gaussian_importance_map(patch), np.float32))
+    expected = head.labels(sums, weights)
+    assert len(set(w[0].start for w in tiles(volume.shape[1:], patch, 0.6))) >= 5  # the ring wraps
+    assert got.dtype == np.uint8 and np.array_equal(got, expected)
+
+
+def test_large_cts_release_the_runtime_memory_before_labels_go_back(write_ct, monkeypatch):
+    """A CT at or above ``RELEASE_MEMORY_VOXELS`` frees the runtime's working memory once per runner, after its
+    sliding window; smaller CTs keep it for the next one. The labels are the same either way."""
+    from tuckertrt.inference import segment as segment_module
+
+    class Predictor:
+        released = 0
+
+        def run(self, patch: np.ndarray) -> np.ndarray:
+            return tissue_logits(patch)
+
+        def release_memory(self) -> None:
+            self.released += 1
+
+    path = write_ct(blob_ct((40, 36, 30), (20.0, 18.0, 15.0), 6.0), AFFINES["RAS"])
+    kept = Predictor()
+    small = segment_volume(path, Runner(SPEC, kept))
+    monkeypatch.setattr(segment_module, "RELEASE_MEMORY_VOXELS", 40 * 36 * 30)
+    freed = Predictor()
+    large = segment_volume(path, Runner(SPEC, freed))
+    assert (kept.released, freed.released) == (0, 1) and np.array_equal(small.labels, large.labels)

@@ -8,6 +8,7 @@ from typing import Any
 
 from tuckertrt.backends.base import Backend
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.heap import trim_heap
 
 # name -> "module:Class"; each class offers ``load(artifact, precision=..., **options) -> Backend``
 # and ``available() -> bool`` (is its runtime importable here).
@@ -33,10 +34,12 @@ def backend_class(name: str) -> Any:
 
 def open_backend(name: str, artifact: Any, precision: str = "fp32", **options: Any) -> Backend:
     """Load ``artifact`` on backend ``name``: an ONNX file or export folder, an engine for TensorRT, a loaded
-    model (or a network with ``input_shape=``) for torch."""
+    model (or a network with ``input_shape=``) for torch. What loading freed is handed back to the system."""
     if name != "torch":
         artifact = Path(artifact)
-    return backend_class(name).load(artifact, precision=precision, **options)
+    backend = backend_class(name).load(artifact, precision=precision, **options)
+    trim_heap()
+    return backend
 
 
 def available_backends() -> list[str]:

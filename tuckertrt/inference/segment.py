@@ -11,6 +11,7 @@ import numpy as np
 
 from tuckertrt.errors import TuckerTRTError
 from tuckertrt.graph.head import LinearHead
+from tuckertrt.heap import trim_heap
 from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 from tuckertrt.inference.io import CTImage, is_nifti, label_dtype, read_ct
 from tuckertrt.inference.outputs import SUMMARY_NAME, check_outputs, output_plan, save_result, write_summary
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from tuckertrt.inference.ts_outputs import TSOutputs
     from tuckertrt.models.loaded import LoadedModel
 
+# CTs of at least this many voxels free the runtimes' working memory before their labels go back to the input
+# grid: it lowers the peak where those labels are large, and costs the next CT ~0.05 s to allocate it again
+RELEASE_MEMORY_VOXELS = 32 << 20
 
 
 @dataclass
@@ -42,6 +46,11 @@ class Runner:
     def head(self) -> LinearHead | None:
         """The head applied after the sliding window, when the predictor returns features instead of logits."""
         return getattr(self.predictor, "head", None)
+
+    def release_memory(self) -> None:
+        """Free the working memory of the runtime and of the head's kernels (allocated again on the next CT)."""
+        for owner in (self.predictor, self.head):
+            getattr(owner, "release_memory", lambda: None)()
 
     def describe(self) -> dict[str, Any]:
         facts = self.predictor.describe() if hasattr(self.predictor, "describe") else {"backend": "callable"}
@@ -108,7 +117,9 @@ def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequenc
     Models that share a network grid (axis order and spacing: the five ``total-1.5mm`` parts) share one resampled
     volume; their labels are merged in that grid and resampled back once. A CT read here from a path is dropped
     once resampled (the result's ``image`` keeps its affine and header, with an empty array), so the input and
-    the accumulation of the network's outputs are never in memory together."""
+    the accumulation of the network's outputs are never in memory together; for a large CT
+    (:data:`RELEASE_MEMORY_VOXELS`) the runtimes' working memory is freed before the labels go back to the input
+    grid."""
     clock = _Stages()
     image = ct if isinstance(ct, CTImage) else clock.run("read", read_ct, ct)
     runners = [as_runner(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
@@ -122,6 +133,7 @@ def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequenc
              for key, group in groups.items()}
     if not isinstance(ct, CTImage):
         image = replace(image, array=np.empty((0, 0, 0), dtype=image.array.dtype))
+        trim_heap()
     parts, n_tiles = [], 0
     for key, group in groups.items():
         grid, geometry = grids.pop(key)
@@ -137,7 +149,10 @@ def segment_volume(ct: str | os.PathLike | CTImage, models: RunnerLike | Sequenc
             clock.move("sliding_window", "network", counter.seconds)
             n_tiles += counter.calls
             net_parts.append((net_labels, spec))
+            if np.prod(geometry.input_shape) >= RELEASE_MEMORY_VOXELS:  # before the input-grid labels exist
+                clock.run("sliding_window", runner.release_memory)
         del grid
+        trim_heap()
         merged, names = clock.run("merge", merge_parts, net_parts)
         parts.append((clock.run("resample_back", labels_to_input_grid, merged, geometry, group[0].spec),
                       _merged_spec(group[0].spec, names)))

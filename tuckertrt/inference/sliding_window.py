@@ -14,6 +14,7 @@ Only labels leave the argmax forms, so the logit volume is never held, copied or
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from typing import Callable, Iterator, Sequence
@@ -146,39 +147,57 @@ def sliding_window_features_argmax(data: np.ndarray, predict: Predictor, patch: 
 
 class _Band:
     """Gaussian-weighted sums ``(depth, *rest, C)`` and weights over the rows ``[base, base + depth)`` of the
-    first spatial axis. Tiles arrive in order of their first-axis start (``tiles`` yields them so); rows before
-    the next start receive no more tiles, so they are final and the band moves on: the accumulator holds one
-    patch depth of the volume instead of all of it."""
+    first spatial axis, in a ring: row ``r`` lives at ``r % depth``. Tiles arrive in order of their first-axis
+    start (``tiles`` yields them so); rows before the next start receive no more tiles, so they are final, are
+    turned into labels and their slots reused: the accumulator holds one patch depth of the volume instead of all
+    of it, and nothing is moved as the band advances. The elementwise work runs on one torch thread (it is
+    memory-bound, and torch's OpenMP threads wait on each other when the runtime's threads or other processes
+    hold the cores: 5× slower with 2 threads than with 1 on a loaded 2-core host)."""
 
     def __init__(self, shape: tuple[int, ...], depth: int, channels: int, dtype: torch.dtype):
         self.sums = torch.zeros((depth, *shape[1:], channels), dtype=dtype)
         self.weights = torch.zeros((depth, *shape[1:]), dtype=torch.float32)
         self.base = 0
 
+    def _slots(self, first: int, count: int) -> Iterator[tuple[slice, slice]]:
+        """(ring slots, offsets from ``first``) of the rows ``[first, first + count)``: one or two runs."""
+        depth = self.sums.shape[0]
+        offset = 0
+        while offset < count:
+            slot = (first + offset) % depth
+            run = min(count - offset, depth - slot)
+            yield slice(slot, slot + run), slice(offset, offset + run)
+            offset += run
+
     def add(self, window: tuple[slice, ...], values: torch.Tensor, gauss: torch.Tensor,
             gauss32: torch.Tensor) -> None:
-        first = window[0].start - self.base
         step = max(1, len(values) // ADD_BLOCKS)
-        for row in range(0, len(values), step):  # blocks of rows: 16-bit arithmetic makes float32 temporaries
-            rows = slice(first + row, first + min(row + step, len(values)))
-            self.sums[(rows, *window[1:])].addcmul_(values[row:row + step].to(self.sums.dtype),
-                                                    gauss[row:row + step])
-        self.weights[(slice(first, first + len(values)), *window[1:])] += gauss32
+        with _one_torch_thread():
+            for slots, rows in self._slots(window[0].start, len(values)):
+                self.weights[(slots, *window[1:])] += gauss32[rows]
+                for row in range(rows.start, rows.stop, step):  # blocks: 16-bit arithmetic makes f32 temporaries
+                    block = slice(row, min(row + step, rows.stop))
+                    target = slice(slots.start + row - rows.start, slots.start + block.stop - rows.start)
+                    self.sums[(target, *window[1:])].addcmul_(values[block].to(self.sums.dtype), gauss[block])
 
     def advance(self, start: int, emit: Callable[[int, torch.Tensor, torch.Tensor], None]) -> None:
-        """``emit(first row, sums, weights)`` for the final rows ``[base, start)``, then shift the band to begin
-        at ``start``."""
-        n = start - self.base
-        if n <= 0:
-            return
-        emit(self.base, self.sums[:n], self.weights[:n])
-        keep = max(self.sums.shape[0] - n, 0)
-        for row in range(keep):  # row by row, upwards: a row is read before anything overwrites it
-            self.sums[row] = self.sums[row + n]
-            self.weights[row] = self.weights[row + n]
-        self.sums[keep:] = 0
-        self.weights[keep:] = 0
-        self.base = start
+        """``emit(first row, sums, weights)`` for the final rows ``[base, start)``, then free their slots."""
+        for slots, rows in self._slots(self.base, start - self.base):
+            emit(self.base + rows.start, self.sums[slots], self.weights[slots])
+            with _one_torch_thread():
+                self.sums[slots] = 0
+                self.weights[slots] = 0
+        self.base = max(self.base, start)
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @torch.inference_mode()
@@ -197,7 +216,9 @@ def _band_argmax(shape: tuple[int, ...], patch: tuple[int, ...], channels: int, 
     def emit(first: int, sums: torch.Tensor, weights: torch.Tensor) -> None:
         labels[first:first + sums.shape[0]] = decide(sums, weights)
 
-    for window in windows:
+    for window in windows:  # final rows become labels before the next tile is predicted: one tile alive at a time
+        if band is not None:
+            band.advance(window[0].start, emit)
         tile = values(window)
         if band is None:  # 16-bit sums for 16-bit outputs (bf16 runtimes): as precise as what is summed
             half = tile.dtype in (torch.bfloat16, torch.float16) or nbytes > max_accumulator_bytes
@@ -205,8 +226,8 @@ def _band_argmax(shape: tuple[int, ...], patch: tuple[int, ...], channels: int, 
             band = _Band(shape, depth, channels, dtype)
             gauss = torch.from_numpy(_floored(gaussian_importance_map(patch), np.float16 if half
                                               else np.float32))[..., None]
-        band.advance(window[0].start, emit)
         band.add(window, tile, gauss, gauss32)
+        del tile
     band.advance(shape[0], emit)
     return labels
 
