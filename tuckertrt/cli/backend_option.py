@@ -36,16 +36,17 @@ def backend_asked(backend: str | None, artifacts: Path | None, precision: str | 
     return backend or AUTO
 
 
-def open_auto_models(model_ref: str, decomposition: tuple, download: bool, cache_dir: Path | None) -> list:
+def open_auto_models(model_ref: str, decomposition: tuple, download: bool, cache_dir: Path | None,
+                     log: Callable[[str], None] = click.echo) -> list:
     """``--backend auto`` for MODEL (each part of a set): every :class:`~tuckertrt.inference.auto_backend.AutoBackend`
-    opened from the cache, or exported and measured now; the chosen runtime and the cache entry are printed."""
+    opened from the cache, or exported and measured now; the chosen runtime and the cache entry go to ``log``."""
     from tuckertrt.cli.options import decomposed_as_asked
     from tuckertrt.inference.auto_backend import open_auto
     from tuckertrt.models import load_models
 
     autos = []
     for model in load_models(model_ref, download=download):
-        auto = open_auto(decomposed_as_asked(model, *decomposition), cache_dir, log=click.echo)
-        click.echo(f"{model.name}: backend {auto.describe()}")
+        auto = open_auto(decomposed_as_asked(model, *decomposition), cache_dir, log=log)
+        log(f"{model.name}: backend {auto.describe()}")
         autos.append(auto)
     return autos

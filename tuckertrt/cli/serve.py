@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -15,14 +16,14 @@ from tuckertrt.errors import UsageError
 
 def model_loader(model: str, decomposition: tuple, download: bool, backend: str | None, artifacts: Path | None,
                  precision: str | None, device: str | None, cache_dir: Path | None = None,
-                 threads: int | None = None) -> functools.partial:
+                 threads: int | None = None, log: Callable[[str], None] = click.echo) -> functools.partial:
     """What ``segment`` would load for these options, as a picklable call (run where the model is needed, e.g.
     a Ray worker with another working directory: paths are made absolute). MODEL may be an export folder: its
     manifest names the model, the folder is the artifact (onnxruntime unless --backend says).
 
     ``--backend auto`` (the default) is resolved here, once, before any worker starts: exported and measured on
-    first use, else the cache entry opened and verified; the call then opens the entry's runtime (with
-    ``threads``) and exports nothing."""
+    first use, else the cache entry opened and verified (what it chose goes to ``log``); the call then opens the
+    entry's runtime (with ``threads``) and exports nothing."""
     from tuckertrt.cli.segment import _runners
     from tuckertrt.fileio import read_json
 
@@ -39,7 +40,7 @@ def model_loader(model: str, decomposition: tuple, download: bool, backend: str 
     backend = backend_asked(backend, artifacts, precision, device)
     if backend == AUTO:
         cached = []
-        for auto in open_auto_models(model, decomposition, download, cache_dir):
+        for auto in open_auto_models(model, decomposition, download, cache_dir, log):
             auto.runner.predictor.close()  # the loader opens it again where it runs
             cached.append(auto.cached)
         return functools.partial(open_cached, tuple(cached), threads)
@@ -90,7 +91,7 @@ def serve(model: str, df: float | None, min_rank: int, policy: str, ranks_file: 
         raise UsageError("--http-port, --grpc-port and --metrics-port must differ")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     loader = model_loader(model, (df, min_rank, policy, ranks_file), download, backend, artifacts, precision,
-                          device, cache_dir)
+                          device, cache_dir, log=logging.getLogger("tuckertrt.serving").info)
     segmenter = Segmenter.load(loader, tile_step)
     limits = RequestLimits(max_voxels) if max_voxels else RequestLimits()
     options = ServeOptions(host, http_port, grpc_port, metrics_port, limits, instances)

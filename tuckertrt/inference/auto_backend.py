@@ -120,8 +120,9 @@ def entry_path(model: LoadedModel, root: Path, facts: dict[str, Any] | None = No
 
 
 def open_auto(model: LoadedModel, cache_dir: str | os.PathLike | None = None,
-              log: Callable[[str], None] = lambda message: None) -> AutoBackend:
-    """The fastest faithful runtime for ``model``: from the cache, or exported, checked and timed now."""
+              log: Callable[[str], None] = lambda message: None, threads: int | None = None) -> AutoBackend:
+    """The fastest faithful runtime for ``model``: from the cache, or exported, checked and timed now; opened with
+    ``threads`` (default: the runtime's own)."""
     start = time.perf_counter()
     facts = runtime_facts()
     entry = entry_path(model, cache_root(cache_dir), facts)
@@ -129,7 +130,7 @@ def open_auto(model: LoadedModel, cache_dir: str | os.PathLike | None = None,
     if entry.exists():
         try:
             choice = _read_entry(entry, facts)
-            runner = open_entry(model.spec, entry, choice)
+            runner = open_entry(model.spec, entry, choice, threads)
             return AutoBackend(runner, choice, entry, False, time.perf_counter() - start)
         except (TuckerTRTError, OSError, KeyError, TypeError, ValueError) as e:
             problem = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -138,7 +139,7 @@ def open_auto(model: LoadedModel, cache_dir: str | os.PathLike | None = None,
     else:
         log(f"first use of {model.name} with these runtimes: exporting and measuring (cache: {entry})")
     choice = _build_entry(model, entry, facts)
-    runner = open_entry(model.spec, entry, choice)
+    runner = open_entry(model.spec, entry, choice, threads)
     return AutoBackend(runner, choice, entry, True, time.perf_counter() - start, problem)
 
 
