@@ -143,7 +143,8 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
                              round((rss.peak - rss.start) / MB), "describe": runner.describe()}
             if backend == AUTO:
                 rows[key]["cache_entry"] = str(v.auto.entry)
-            log(f"  {backend} {precision} {v.key}: Dice {format_score(mean)} (worst class "
+            shown = rows[key]["precision"] if backend == AUTO else precision  # auto: the runtime it chose
+            log(f"  {backend} {shown} {v.key}: Dice {format_score(mean)} (worst class "
                 f"{format_score(worst)}), agreement {agree:.4f}")
     if not loaded:
         return []
