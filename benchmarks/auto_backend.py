@@ -21,7 +21,7 @@ from tuckertrt.graph.manifest import tool_versions
 from tuckertrt.inference.backend_choice import CPU_CANDIDATES
 from tuckertrt.inference.segment import Runner, segment_volume
 from tuckertrt.inference.timing import interleaved
-from tuckertrt.pipeline.auto_backend import RUNTIMES, open_auto, runtime_facts
+from tuckertrt.bench.auto_backend import RUNTIMES, open_auto, runtime_facts
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from tuckertrt.data import example_reference
 from tuckertrt.inference.timing import interleaved
 from tuckertrt.parity.metrics import compare_labels
-from tuckertrt.pipeline.auto_backend import cpu_model
+from tuckertrt.bench.auto_backend import cpu_model
 
 
 def main() -> None:

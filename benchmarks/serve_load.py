@@ -4,7 +4,7 @@
 One server (the model loaded once) on loopback; each client sends whole-CT requests (volume + affine over HTTP)
 back to back, ``--requests`` per concurrency level in all, after one warm-up request.
 
-    python benchmarks/serve_load.py [--ct CT] [--model fixture-3mm] [--requests 8] [--clients 1,2,4]
+    python benchmarks/serve_load.py [--ct CT] [--model fixture-3mm] [--requests 8] [--clients 1,2,4] [--backend B]
 """
 from __future__ import annotations
 
@@ -34,12 +34,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--clients", default="1,2,4")
     parser.add_argument("--instances", type=int, default=1, help="serve --instances")
+    parser.add_argument("--backend", default=None, help="serve --backend (default: serve's own, auto)")
     args = parser.parse_args()
     image = read_ct(args.ct)
     tensors = {p.VOLUME_INT16: image.array.astype(np.int16), p.AFFINE: image.affine,
                p.CASE_ID: p.case_id_tensor(image.case_name)}
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
-        server = ServerProcess(args.model, Path(tmp) / "serve.log", ("--instances", str(args.instances)))
+        backend = ("--backend", args.backend) if args.backend else ()
+        server = ServerProcess(args.model, Path(tmp) / "serve.log", ("--instances", str(args.instances), *backend))
         try:
             address = ServerAddress.parse(server.url)
             print(f"server ready {server.start_seconds:.1f} s after launch; {args.ct.name} "

@@ -11,7 +11,7 @@ from tuckertrt.backends.registry import open_backend
 from tuckertrt.inference.labels import agreement, argmax_labels, output_labels
 from tuckertrt.inference.patches import default_patch
 from tuckertrt.models import load_model
-from tuckertrt.pipeline.auto_backend import CHOICE_FILE, cache_root, entry_path, open_auto
+from tuckertrt.bench.auto_backend import CHOICE_FILE, cache_root, entry_path, open_auto
 
 
 @pytest.fixture(scope="module")

@@ -155,6 +155,38 @@ def test_precision_selection():
         {"onnxruntime": ["fp32+exported"], "openvino": ["fp32+exported", "bf16+graph-head"], "tensorrt": []}
     with pytest.raises(UsageError, match="no benchmarked backend runs bf16[+]logits"):
         precisions_per_backend(["openvino"], ("bf16+logits",))
+    assert precisions_per_backend(["auto", "openvino"], ("fp32",)) == {"auto": ["auto"], "openvino": ["fp32"]}
+    assert precisions_per_backend(["auto"], ()) == {"auto": ["auto"]}
+    with pytest.raises(UsageError, match="auto chooses its own precision"):
+        precisions_per_backend(["auto", "openvino"], ("auto:fp32",))
+
+
+def test_bench_auto_is_what_segment_runs_beside_the_named_runtimes(tmp_path, capsys):
+    from tuckertrt.bench.auto_backend import open_auto
+    from tuckertrt.models import load_model
+
+    model = small_loaded_model()
+    model_file = save_decomposed(model, tmp_path / "small.pt")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    main(["bench", str(model_file), "--df", "0.5", "--backend", "auto", "--backend", "onnxruntime", "--rounds", "1",
+          "--threads", "1", "--cache-dir", str(cache), "-o", str(out)])
+    result = json.loads((out / "bench.json").read_text())
+    auto = {r["variant"]: r for r in result["configs"] if r["backend"] == "auto"}
+    assert sorted(auto) == ["DF 0.5", "DF 1"]
+    for row in auto.values():
+        runtime = row["describe"]["backend"]
+        assert runtime in ("openvino", "onnxruntime") and row["precision"].startswith(runtime + " ")
+        assert row["cache_entry"].startswith(str(cache)) and row["describe"]["threads"] == 1
+        assert "timing" in row
+    assert auto["DF 1"]["agreement"] > 0.99  # the chosen runtime reproduces the PyTorch model
+    assert auto["DF 0.5"]["speedup"] > 0  # vs the uncompressed model as segment runs it by default
+    # the entry bench timed is the one segment opens for this model: cached, nothing exported again
+    again = open_auto(load_model(str(model_file)), cache)
+    assert not again.exported and str(again.entry) == auto["DF 1"]["cache_entry"]
+    assert again.choice.backend == auto["DF 1"]["describe"]["backend"]
+    # the headline compares runtimes by name; auto is one of them, in its own column
+    assert result["headline"]["best_uncompressed"]["backend"] == "onnxruntime"
+    assert f"| auto {auto['DF 1']['precision']} |" in (out / "bench.md").read_text()
 
 
 def test_bench_command_writes_json_and_markdown(tmp_path, capsys):

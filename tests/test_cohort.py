@@ -106,3 +106,47 @@ def test_a_changed_output_is_redone(cluster, cohort, tmp_path):
     assert cases["case0"]["status"] == "done" and cases["case1"]["status"] == "kept"
     assert outputs_state(out, "case1") == kept_state
     assert nib.load(labels).shape == (40, 36, 16)
+
+
+def test_the_default_backend_is_resolved_once_and_workers_open_the_cached_entry(cluster, tmp_path, capsys):
+    from tests.helpers import run_main
+    from tuckertrt.bench.auto_backend import open_auto
+    from tuckertrt.inference.segment import segment_volume
+    from tuckertrt.models import load_model
+
+    cases, cache = tmp_path / "cases", tmp_path / "cache"
+    cases.mkdir()
+    for i in range(2):
+        ct = blob_ct((40, 36, 16), (20.0 - 2 * i, 18.0, 8.0), 4.0 + i).astype(np.int16)
+        nib.save(nib.Nifti1Image(ct, np.diag([3.0, 3.0, 3.0, 1.0])), cases / f"case{i}.nii.gz")
+    # local segment with no --backend: auto, exported and measured into the cache on first use
+    code, out, err = run_main(["segment", cases, "-o", tmp_path / "local", "--model", "fixture-3mm",
+                               "--cache-dir", cache], capsys)
+    assert code == 0 and "exported and measured" in out, err
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.rglob("*")}
+    command = [sys.executable, "-m", "tuckertrt", "segment", str(cases), "-o", str(tmp_path / "ray"), "--model",
+               "fixture-3mm", "--ray", cluster, "--workers", "2", "--threads-per-worker", "1", "--cache-dir",
+               str(cache)]
+    run = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr
+    # resolved once in the driver, from the cache; the workers opened that entry and exported nothing
+    assert run.stdout.count("fixture-3mm: backend") == 1 and "cached, opened" in run.stdout, run.stdout
+    assert "exported" not in run.stdout and "first use" not in run.stdout
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.rglob("*")} == before
+    summary = json.loads((tmp_path / "ray" / "cohort_summary.json").read_text())
+    assert len({r["worker"] for r in summary["cases"].values()}) == 2
+    # the entry opened here as a worker opens it (its 1 thread): the workers' labels exactly
+    single = open_auto(load_model("fixture-3mm"), cache, threads=1)
+    assert not single.exported
+    for i in range(2):
+        local, ray_run = (json.loads((tmp_path / d / f"case{i}.json").read_text())["runners"][0]
+                          for d in ("local", "ray"))
+        assert ray_run["backend"] == local["backend"] and ray_run["cache_entry"] == local["cache_entry"]
+        assert ray_run["threads"] == 1  # the worker's share of the CPUs
+        labels = np.asarray(nib.load(tmp_path / "ray" / f"case{i}.nii.gz").dataobj)
+        assert labels.max() > 0 and np.array_equal(labels, segment_volume(cases / f"case{i}.nii.gz",
+                                                                            single.runner).labels)
+        # local segment ran the same export with the machine's threads: reductions in another order
+        local_labels = np.asarray(nib.load(tmp_path / "local" / f"case{i}.nii.gz").dataobj)
+        print(f"case{i}: {np.mean(local_labels == labels):.6f} of voxels as local segment's")
+        assert np.mean(local_labels == labels) > 0.99

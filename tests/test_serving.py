@@ -27,17 +27,28 @@ EXAMPLE_CT = Path(__file__).resolve().parents[1] / "tuckertrt" / "data" / "examp
 MAX_VOXELS = 2_000_000  # the example CT has 1.38 M voxels
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def start(log: Path, cache: Path) -> ServerProcess:
+    """``serve fixture-3mm`` with no --backend (auto), caching under ``cache``."""
     try:
-        server = ServerProcess("fixture-3mm", tmp_path_factory.mktemp("serve") / "serve.log",
-                               ("--max-voxels", str(MAX_VOXELS)))
+        server = ServerProcess("fixture-3mm", log, ("--max-voxels", str(MAX_VOXELS), "--cache-dir", str(cache)))
     except TuckerTRTError as e:
         pytest.fail(str(e))
+    server.cache = cache
     server.client = http.InferenceServerClient(f"127.0.0.1:{server.http_port}", network_timeout=600.0)
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    server = start(folder / "serve.log", folder / "cache")
     yield server
     server.client.close()
     server.stop()
+
+
+def cache_state(cache: Path) -> dict:
+    return {p.relative_to(cache): (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.rglob("*")}
 
 
 run_cli = run_main
@@ -80,9 +91,11 @@ def test_health_readiness_metrics_and_config(server):
 
 
 def test_served_result_is_what_local_segment_writes(server, tmp_path, capsys):
+    # both with no --backend: auto, resolved from the same cache, so the same runtime
     code, out, err = run_cli(["segment", EXAMPLE_CT, "-o", tmp_path / "local", "--model", "fixture-3mm",
-                              "--backend", "torch"], capsys)  # the runtime the server runs
+                              "--cache-dir", server.cache], capsys)
     assert code == 0, err
+    assert "cached, opened" in out  # the server's start exported and measured; segment reuses its entry
     code, out, err = run_cli(["segment", EXAMPLE_CT, "-o", tmp_path / "served", "--server", server.url], capsys)
     assert code == 0, err
     local, served = (nib.load(tmp_path / d / "example_ct.nii.gz") for d in ("local", "served"))
@@ -93,6 +106,11 @@ def test_served_result_is_what_local_segment_writes(server, tmp_path, capsys):
     assert sidecars[1]["labels"] == sidecars[0]["labels"] and sidecars[1]["present"] == sidecars[0]["present"]
     assert len(sidecars[0]["present"]) > 20
     assert sidecars[1]["source"] == str(EXAMPLE_CT)
+    local_runner, served_runner = (sidecar["runners"][0] for sidecar in sidecars)
+    assert served_runner["backend"] in ("openvino", "onnxruntime")
+    assert (served_runner["backend"], served_runner["cache_entry"]) == (local_runner["backend"],
+                                                                       local_runner["cache_entry"])
+    assert served_runner["cache_entry"].startswith(str(server.cache))
     # the server logs the case id and timings, never voxel values
     log = server.log.read_text(errors="replace")
     assert "case=example_ct shape=122x101x112 segmented in" in log
@@ -160,6 +178,25 @@ def test_malformed_http_bodies_are_refused_before_allocation(server, kind):
     else:  # refused on the declared size (2048 * 2048 * 1280 * 2 bytes), before anything of that size exists
         assert "10737418240" in message and "Traceback" not in message, message
     assert_still_serving(server)
+
+
+def test_a_second_start_reuses_the_cache(server, tmp_path):
+    first = server.log.read_text(errors="replace")
+    assert "first use of fixture-3mm" in first and first.count("fixture-3mm: backend") == 1
+    assert "exported and measured" in first
+    before = cache_state(server.cache)
+    entries = [p for p in server.cache.glob("*/*") if p.is_dir()]
+    assert len(entries) == 1 and entries[0] / "choice.json" in [server.cache / p for p in before]
+    second = start(tmp_path / "second.log", server.cache)
+    try:
+        assert_still_serving(second)
+    finally:
+        second.client.close()
+        assert second.stop() == 0
+    log = second.log.read_text(errors="replace")
+    assert "cached, opened" in log and "exported" not in log and "first use" not in log, log
+    assert log.count("fixture-3mm: backend") == 1 and str(entries[0]) in log
+    assert cache_state(server.cache) == before  # nothing in the cache written again
 
 
 def test_sigterm_stops_the_server_cleanly(server):

@@ -18,7 +18,7 @@ BACKENDS: dict[str, str] = {
     "openvino": "tuckertrt.backends.ov_runner:OpenVinoBackend",
     "tensorrt": "tuckertrt.backends.trt_runner:TensorRTBackend",
 }
-AUTO = "auto"  # not a runtime: the fastest faithful one, chosen and cached (tuckertrt.pipeline.auto_backend)
+AUTO = "auto"  # not a runtime: the fastest faithful one, chosen and cached (tuckertrt.bench.auto_backend)
 # Runtimes that load an exported artifact (ONNX, or a TensorRT engine); torch runs the model itself.
 ARTIFACT_BACKENDS = tuple(name for name in BACKENDS if name != "torch")
 # The CPU runtimes that run ONNX exports (what build/bench validate and time on).

@@ -17,13 +17,14 @@ import numpy as np
 
 from tuckertrt.backends.base import Backend
 from tuckertrt.backends.ort_runner import resolve_onnx
-from tuckertrt.backends.registry import backend_class, open_backend
+from tuckertrt.backends.registry import AUTO, backend_class, open_backend
 from tuckertrt.bench.parity import dice_summary, format_score
 from tuckertrt.inference.labels import agreement, argmax_labels, output_labels
 from tuckertrt.bench.profiles import ort_profile, summarise
 from tuckertrt.bench.timing import PeakRss, interleaved
 from tuckertrt.bench.variants import Variant, export_variant
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.bench.auto_backend import open_auto
 from tuckertrt.parity.gate import ParityGate
 
 MB = 1 << 20
@@ -48,6 +49,7 @@ class BenchOptions:
     calibration: Any = None  # an inference.calibration.CalibrationSet, needed for int8
     isolated_memory: bool = True  # measure the headline configurations' peak RSS in fresh processes
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache_dir: Path | None = None  # of the auto backend (default: tuckertrt.bench.auto_backend.cache_root)
 
 
 def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, patch: np.ndarray,
@@ -65,10 +67,15 @@ def run_bench(variants: list[Variant], options: BenchOptions, out_dir: Path, pat
             start = time.perf_counter()
             export_variant(v, out_dir / "models")
             log(f"exported {v.key} in {time.perf_counter() - start:.1f} s")
+        if AUTO in options.backends and v.auto is None:  # resolved as segment resolves its default
+            auto = open_auto(v.model, options.cache_dir, log=log)
+            auto.runner.predictor.close()
+            v.auto = auto.cached
+            log(f"auto for {v.key}: {auto.describe()}")
     configs: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     for backend in options.backends:
-        if not backend_class(backend).available():
+        if backend != AUTO and not backend_class(backend).available():
             skipped[backend] = "runtime not installed"
             continue
         configs += _bench_backend(backend, variants, options, patch, reference, log, reference_labels)
@@ -94,10 +101,10 @@ def measure_headline_memory(head: dict[str, Any], variants: list[Variant], optio
         if row is None:
             continue
         variant = next(v for v in variants if v.key == row["variant"])
-        artifact, precision, opts = _artifact(row["backend"], variant, row["requested_precision"], options, patch,
-                                              log)
+        runtime, artifact, precision, opts = _load_args(row["backend"], variant, row["requested_precision"], options,
+                                                        patch, log)
         opts = {**options.backend_options.get(row["backend"], {}), **opts}
-        row["isolated_peak_rss_mb"] = round(isolated_peak_rss(row["backend"], artifact, precision, options.threads,
+        row["isolated_peak_rss_mb"] = round(isolated_peak_rss(runtime, artifact, precision, options.threads,
                                                               opts) / MB)
         log(f"  peak RSS of one patch, {row['variant']} {row['backend']} {row['precision']} alone: "
             f"{row['isolated_peak_rss_mb']} MB")
@@ -112,9 +119,10 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
         for v in variants:
             key = (v.key, precision)
             try:
-                artifact, load_precision, variant_opts = _artifact(backend, v, precision, options, patch, log)
+                runtime, artifact, load_precision, variant_opts = _load_args(backend, v, precision, options, patch,
+                                                                             log)
                 with PeakRss() as rss:
-                    runner = open_backend(backend, artifact, precision=load_precision, threads=options.threads,
+                    runner = open_backend(runtime, artifact, precision=load_precision, threads=options.threads,
                                           **extra, **variant_opts)
                     labels = output_labels(runner, runner.run(patch))
             except TuckerTRTError as e:
@@ -125,7 +133,7 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
             mean, worst = dice_summary(reference, labels)
             rows[key] = {"variant": v.key, "df": v.df, "compressed": v.compressed, "backend": backend,
                          "precision": precision if precision.startswith("int8") or "+" in precision
-                         else runner.precision,
+                         else f"{runtime} {runner.precision}" if backend == AUTO else runner.precision,
                          "requested_precision": precision,
                          "agreement": round(agree, 6), "dice": _round(mean), "worst_class_dice": _round(worst),
                          "passes_gate": options.gate.passes(mean, worst),
@@ -133,7 +141,10 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
                          _round(dice_summary(np.broadcast_to(truth, labels.shape), labels)[0]),
                          "peak_rss_mb": round(rss.peak / MB), "load_and_first_run_rss_mb":
                              round((rss.peak - rss.start) / MB), "describe": runner.describe()}
-            log(f"  {backend} {precision} {v.key}: Dice {format_score(mean)} (worst class "
+            if backend == AUTO:
+                rows[key]["cache_entry"] = str(v.auto.entry)
+            shown = rows[key]["precision"] if backend == AUTO else precision  # auto: the runtime it chose
+            log(f"  {backend} {shown} {v.key}: Dice {format_score(mean)} (worst class "
                 f"{format_score(worst)}), agreement {agree:.4f}")
     if not loaded:
         return []
@@ -150,10 +161,21 @@ def _bench_backend(backend: str, variants: list[Variant], options: BenchOptions,
     if options.profile:
         for (variant_key, precision), row in rows.items():
             variant = next(v for v in variants if v.key == variant_key)
-            artifact, load_precision, variant_opts = _artifact(backend, variant, precision, options, patch, log)
-            row["profile"] = profile_config(backend, artifact, load_precision, patch, options.threads,
+            runtime, artifact, load_precision, variant_opts = _load_args(backend, variant, precision, options,
+                                                                         patch, log)
+            row["profile"] = profile_config(runtime, artifact, load_precision, patch, options.threads,
                                             {**extra, **variant_opts})
     return list(rows.values())
+
+
+def _load_args(backend: str, variant: Variant, precision: str, options: BenchOptions, patch: np.ndarray,
+               log) -> tuple[str, Path, str, dict[str, Any]]:
+    """The runtime, artifact, precision and options that load (variant, backend, precision). ``auto`` is what
+    ``segment`` runs by default: the runtime chosen for the variant, on its cached export."""
+    if backend == AUTO:
+        chosen = variant.auto
+        return chosen.choice.backend, chosen.entry / "onnx", chosen.choice.precision, GRAPH_FORMS["deployed"]
+    return (backend, *_artifact(backend, variant, precision, options, patch, log))
 
 
 def _artifact(backend: str, variant: Variant, precision: str, options: BenchOptions, patch: np.ndarray,
@@ -218,9 +240,12 @@ def _uncompressed(configs: list[dict[str, Any]], backend: str, precision: str) -
 
 
 def headline(configs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best (fastest) compressed vs best uncompressed configuration, each among those passing the parity gate."""
+    """Best (fastest) compressed vs best uncompressed configuration, each among those passing the parity gate;
+    ``auto`` rows (each one of the runtimes) count only when no runtime was benchmarked by name."""
+    named = [r for r in configs if r["backend"] != AUTO] or configs
+
     def best(compressed: bool) -> dict[str, Any] | None:
-        passing = [r for r in configs if r["compressed"] == compressed and r["passes_gate"] and "timing" in r]
+        passing = [r for r in named if r["compressed"] == compressed and r["passes_gate"] and "timing" in r]
         return min(passing, key=lambda r: r["timing"]["median"], default=None)
 
     def brief(row: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from tuckertrt.decomposition import decompose, load_model
 from tuckertrt.decomposition.accounting import totals
 from tuckertrt.errors import TuckerTRTError, UsageError
+from tuckertrt.bench.auto_backend import CachedChoice
 from tuckertrt.models.loaded import LoadedModel
 
 
@@ -19,6 +20,7 @@ class Variant:
     df: float
     model: LoadedModel
     onnx: Path | None = None
+    auto: CachedChoice | None = None  # with --backend auto: the runtime and cache entry segment would use
 
     @property
     def compressed(self) -> bool:

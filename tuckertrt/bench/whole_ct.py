@@ -4,7 +4,9 @@
 
 runs what ``tuckertrt segment CT -o OUT --model MODEL --backend BACKEND --artifacts ARTIFACTS --precision
 PRECISION`` runs (read, resample, sliding window, back to the input grid, write) and prints one JSON line: the
-seconds of each stage, the network's share, and the process's peak RSS (``VmHWM``).
+seconds of each stage, the network's share, and the process's peak RSS (``VmHWM``). BACKEND ``auto`` runs what
+``tuckertrt segment CT -o OUT --model MODEL`` runs by default, with ARTIFACTS its cache folder (``-``: the default
+one) and PRECISION ignored; its first use exports and measures (counted in ``load_seconds``).
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tuckertrt.backends.registry import AUTO
 from tuckertrt.bench.memory import vm_hwm
 from tuckertrt.errors import TuckerTRTError
+from tuckertrt.bench.auto_backend import open_auto
 
 
 @dataclass
@@ -51,15 +55,21 @@ def run_whole_ct(ct: str | Path, model: str, backend: str, artifacts: str | Path
     from tuckertrt.inference.segment import Runner, segment_volume
 
     start = time.perf_counter()
-    spec = load_model(model).spec
-    runner = Runner(spec, open_backend(backend, artifacts, precision, threads=threads, head="auto"))
+    loaded_model = load_model(model)
+    if backend == AUTO:
+        auto = open_auto(loaded_model, None if str(artifacts) == "-" else artifacts, threads=threads)
+        runner = auto.runner
+        precision = f"{auto.choice.backend} {auto.choice.precision}"
+    else:
+        runner = Runner(loaded_model.spec, open_backend(backend, artifacts, precision, threads=threads, head="auto"))
     loaded = time.perf_counter()
     result = segment_volume(ct, runner)
     written = time.perf_counter()
     result.save(out)
     done = time.perf_counter()
     stages = {**result.stages, "write": done - written}
-    return WholeCTRun(str(ct), list(result.labels.shape), backend, runner.describe().get("precision", precision),
+    return WholeCTRun(str(ct), list(result.labels.shape), backend,
+                      precision if backend == AUTO else runner.describe().get("precision", precision),
                       str(artifacts), loaded - start, done - loaded, stages, result.tiles, vm_hwm())
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.backends.registry import ARTIFACT_BACKENDS, ONNX_BACKENDS
+from tuckertrt.backends.registry import ARTIFACT_BACKENDS, AUTO, ONNX_BACKENDS
+from tuckertrt.cli.backend_option import cache_dir_option
 from tuckertrt.cli.options import gate_options, min_rank_option, model_argument, policy_option
 from tuckertrt.errors import UsageError
 
@@ -16,13 +17,18 @@ ACCEPTED = {"onnxruntime": {"fp32", "fp16", "int8"}, "openvino": {"fp32", "bf16"
 
 
 def precisions_per_backend(backends: list[str], requested: tuple[str, ...]) -> dict[str, list[str]]:
-    """``--precision P`` applies to every backend that accepts P; ``--precision backend:P`` to one backend."""
+    """``--precision P`` applies to every backend that accepts P; ``--precision backend:P`` to one backend.
+    ``auto`` chooses its own precision."""
+    named = [b for b in backends if b != AUTO]
+    chosen: dict[str, list[str]] = {AUTO: [AUTO]} if AUTO in backends else {}
     if not requested:
-        return {b: DEFAULT_PRECISIONS[b] for b in backends}
-    chosen: dict[str, list[str]] = {b: [] for b in backends}
+        return {**chosen, **{b: DEFAULT_PRECISIONS[b] for b in named}}
+    chosen.update({b: [] for b in named})
     for item in requested:
         backend, _, precision = item.rpartition(":")
-        targets = [backend] if backend else backends
+        if backend == AUTO:
+            raise UsageError(f"--precision {item}: auto chooses its own precision")
+        targets = [backend] if backend else named
         if backend and backend not in chosen:
             raise UsageError(f"--precision {item}: backend {backend} is not benchmarked (add --backend {backend})")
         if not any(_accepts(b, precision) for b in targets):
@@ -45,8 +51,11 @@ def _accepts(backend: str, precision: str) -> bool:
 @model_argument
 @click.option("--df", "dfs", type=click.FloatRange(0, 1, min_open=True), multiple=True,
               help="Decomposition factors to compare (1 = uncompressed; always included). Repeatable.")
-@click.option("--backend", "backends", type=click.Choice(list(ARTIFACT_BACKENDS)), multiple=True,
-              help="Backends to run (default: onnxruntime and openvino). Repeatable.")
+@click.option("--backend", "backends", type=click.Choice([AUTO, *ARTIFACT_BACKENDS]), multiple=True,
+              help="Backends to run (default: onnxruntime and openvino). Repeatable. auto: what `segment` runs by "
+                   "default (per variant, the runtime chosen and cached for it, on its cached export), to compare "
+                   "with the runtimes named beside it.")
+@cache_dir_option
 @click.option("--precision", "precisions", multiple=True,
               help="fp32 / bf16 / fp16 / int8, or backend:precision. ONNX Runtime and OpenVINO run the deployed "
                    "graph (exact rewrites, head after the sliding window); P+graph-head keeps the head in the "
@@ -75,11 +84,10 @@ def _accepts(backend: str, precision: str) -> bool:
 @policy_option
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), required=True,
               help="Directory for bench.json, bench.md and the exported ONNX models.")
-def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisions: tuple[str, ...], rounds: int,
-          warmup: int, threads: int | None, profile: bool, min_dice: float, min_class_dice: float,
-          variant_paths: tuple[str, ...], ct: str | None, reference: str | None, calibration: str | None,
-          optimize: str, target: str,
-          min_rank: int, policy: str, output: str) -> None:
+def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], cache_dir: Path | None,
+          precisions: tuple[str, ...], rounds: int, warmup: int, threads: int | None, profile: bool, min_dice: float,
+          min_class_dice: float, variant_paths: tuple[str, ...], ct: str | None, reference: str | None,
+          calibration: str | None, optimize: str, target: str, min_rank: int, policy: str, output: str) -> None:
     """Benchmark MODEL uncompressed and at each --df on every backend × precision, in one process."""
     from tuckertrt.bench import BenchOptions, df_variants, run_bench
     from tuckertrt.bench.variants import checkpoint_variants, latency_variants
@@ -95,7 +103,7 @@ def bench(model: str, dfs: tuple[float, ...], backends: tuple[str, ...], precisi
     chosen = list(backends or ONNX_BACKENDS)
     options = BenchOptions(backends=chosen, precisions=precisions_per_backend(chosen, precisions), rounds=rounds,
                            warmup=warmup, threads=threads, profile=profile,
-                           gate=ParityGate(min_dice, min_class_dice))
+                           gate=ParityGate(min_dice, min_class_dice), cache_dir=cache_dir)
     if any(p.endswith("int8") for p in precisions):
         from tuckertrt.data import calibration_list
         from tuckertrt.inference.calibration import load_calibration

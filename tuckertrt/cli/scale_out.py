@@ -64,12 +64,13 @@ def run_scaled(ct: Path, output: Path, masks: bool, tile_step: float, options: d
         if load_args["model"] is None:
             raise UsageError("--ray needs --model")
         from tuckertrt.cli.serve import model_loader
-        from tuckertrt.cohort import CohortOptions, run_cohort
+        from tuckertrt.cohort import CohortOptions, cohort_plan, run_cohort
 
-        loader = model_loader(**load_args)
+        cohort_plan(inputs, output, masks)  # outputs checked before the model is resolved
         address = None if options["ray_address"] == "local" else options["ray_address"]
         cohort = CohortOptions(address, options["workers"] or 1, options["threads_per_worker"], tile_step, masks,
                                progress=True)
+        loader = model_loader(**load_args, threads=cohort.worker_threads())  # --backend auto resolved here, once
         summary = run_cohort(inputs, output, loader, cohort)
         click.echo(f"{summary.counts_line()} -> {summary.path}")
         failed, total = len(summary.failed), len(inputs)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from tuckertrt.backends.registry import AUTO, BACKENDS
+from tuckertrt.backends.registry import AUTO
+from tuckertrt.cli.backend_option import backend_asked, backend_option, cache_dir_option, open_auto_models
 from tuckertrt.cli.options import decomposition_options, download_option, tile_step_option
 from tuckertrt.cli.preflight import check_device, model_paths
 from tuckertrt.cli.ts_options import ts_output_options, ts_outputs
@@ -22,16 +23,13 @@ from tuckertrt.errors import UsageError
               help="Model ref (fixture-3mm, total-3mm, a results folder...); required unless --server.")
 @decomposition_options
 @download_option
-@click.option("--backend", type=click.Choice([AUTO, *BACKENDS]), default=None,
-              help="auto (the default): the fastest runtime that passes parity on this machine, exported on first "
-                   "use and cached; torch: eager PyTorch (debugging); others run --artifacts.")
+@backend_option()
 @click.option("--artifacts", type=click.Path(path_type=Path), default=None,
               help="For onnxruntime/openvino: an export folder (with manifest.json) or .onnx file; "
                    "for tensorrt: an engine file.")
 @click.option("--precision", default=None, help="Backend precision (fp32, fp16, bf16...; default fp32; auto "
                                                 "chooses its own).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Cache of --backend auto (default: $TUCKERTRT_CACHE, else ~/.cache/tuckertrt).")
+@cache_dir_option
 @tile_step_option
 @click.option("--masks", is_flag=True, help="Also write one binary mask NIfTI per class.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
@@ -50,11 +48,10 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     from tuckertrt.inference.segment import segment_many
 
     decomposition = (df, min_rank, policy, ranks_file)
-    if scaled_out(scale_out):  # on a Triton server or a Ray cluster (eager PyTorch unless --backend says)
+    if scaled_out(scale_out):  # on a Triton server or a Ray cluster
         return run_scaled(ct, output, masks, tile_step, scale_out, dict(
-            model=model_ref, decomposition=decomposition, download=download,
-            backend=None if backend == AUTO else backend, artifacts=artifacts, precision=precision or "fp32",
-            device=device))
+            model=model_ref, decomposition=decomposition, download=download, backend=backend, artifacts=artifacts,
+            precision=precision, device=device, cache_dir=cache_dir))
     if model_ref is None:
         raise UsageError("Missing option '--model'.")
     inputs = collect_inputs(ct)
@@ -64,15 +61,9 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     ts = ts_outputs(roi_subset, statistics, stats_include_incomplete, output_type)
     segment_many(inputs, output, [], masks=masks, check_only=True, ts=ts)  # outputs checked before any model loads
     check_separate([output], model_paths(model_ref) + ([artifacts] if artifacts else []))
-    if backend is None and (precision is not None or device is not None):
-        click.echo("warning: --precision/--device without --backend run eager PyTorch as before; this is "
-                   "deprecated, say --backend torch (the default is now auto)", err=True)
-        backend = "torch"
-    if backend in (None, AUTO):
-        if artifacts is not None:
-            raise UsageError("--artifacts needs an explicit --backend (onnxruntime, openvino or tensorrt); the "
-                             "default, auto, exports and chooses its own")
-        runners = _auto_runners(model_ref, decomposition, download, cache_dir)
+    backend = backend_asked(backend, artifacts, precision, device)
+    if backend == AUTO:
+        runners = [auto.runner for auto in open_auto_models(model_ref, decomposition, download, cache_dir)]
     else:
         runners = _runners(model_ref, decomposition, download, backend, artifacts, precision or "fp32", device)
 
@@ -89,19 +80,6 @@ def segment(ct: Path, output: Path, model_ref: str, df: float | None, min_rank: 
     if result.failed:
         click.echo(f"{len(result.failed)} of {len(inputs)} cases failed", err=True)
         sys.exit(1)
-
-
-def _auto_runners(model_ref: str, decomposition: tuple, download: bool, cache_dir: Path | None) -> list:
-    from tuckertrt.cli.options import decomposed_as_asked
-    from tuckertrt.decomposition import load_models
-    from tuckertrt.pipeline.auto_backend import open_auto
-
-    runners = []
-    for model in load_models(model_ref, download=download):
-        auto = open_auto(decomposed_as_asked(model, *decomposition), cache_dir, log=click.echo)
-        click.echo(f"{model.name}: backend {auto.describe()}")
-        runners.append(auto.runner)
-    return runners
 
 
 def _runners(model_ref: str, decomposition: tuple, download: bool, backend: str, artifacts: Path | None,

@@ -4,18 +4,26 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Callable
 
 import click
 
+from tuckertrt.backends.registry import AUTO
+from tuckertrt.cli.backend_option import backend_asked, backend_option, cache_dir_option, open_auto_models
 from tuckertrt.cli.options import decomposition_options, download_option, tile_step_option
-from tuckertrt.backends.registry import BACKENDS
+from tuckertrt.errors import UsageError
 
 
 def model_loader(model: str, decomposition: tuple, download: bool, backend: str | None, artifacts: Path | None,
-                 precision: str, device: str | None) -> functools.partial:
+                 precision: str | None, device: str | None, cache_dir: Path | None = None,
+                 threads: int | None = None, log: Callable[[str], None] = click.echo) -> functools.partial:
     """What ``segment`` would load for these options, as a picklable call (run where the model is needed, e.g.
     a Ray worker with another working directory: paths are made absolute). MODEL may be an export folder: its
-    manifest names the model, the folder is the artifact (onnxruntime)."""
+    manifest names the model, the folder is the artifact (onnxruntime unless --backend says).
+
+    ``--backend auto`` (the default) is resolved here, once, before any worker starts: exported and measured on
+    first use, else the cache entry opened and verified (what it chose goes to ``log``); the call then opens the
+    entry's runtime (with ``threads``) and exports nothing."""
     from tuckertrt.cli.segment import _runners
     from tuckertrt.fileio import read_json
 
@@ -24,22 +32,37 @@ def model_loader(model: str, decomposition: tuple, download: bool, backend: str 
     artifacts = artifacts.resolve() if artifacts is not None else None
     manifest = Path(model) / "manifest.json"
     if artifacts is None and manifest.is_file():
+        if backend == AUTO:
+            raise UsageError(f"{model} is an export: serve it with --backend onnxruntime or openvino (auto exports "
+                             f"a model ref itself)")
         artifacts, backend = Path(model), backend or "onnxruntime"
         model = read_json(manifest, "export manifest")["model"]["name"]
-    return functools.partial(_runners, model, decomposition, download, backend or "torch", artifacts, precision,
+    backend = backend_asked(backend, artifacts, precision, device)
+    if backend == AUTO:
+        cached = []
+        for auto in open_auto_models(model, decomposition, download, cache_dir, log):
+            auto.runner.predictor.close()  # the loader opens it again where it runs
+            cached.append(auto.cached)
+        return functools.partial(open_cached, tuple(cached), threads)
+    return functools.partial(_runners, model, decomposition, download, backend, artifacts, precision or "fp32",
                              device)
+
+
+def open_cached(cached: tuple, threads: int | None) -> list:
+    """The runners of resolved ``--backend auto`` entries (:class:`~tuckertrt.bench.auto_backend.CachedChoice`)."""
+    return [c.open(threads) for c in cached]
 
 
 @click.command("serve")
 @click.argument("model", metavar="MODEL_OR_EXPORT")
 @decomposition_options
 @download_option
-@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None,
-              help="Runtime of the sliding window (default: torch; onnxruntime for an export folder).")
+@backend_option("An export folder as MODEL runs on onnxruntime unless --backend says.")
 @click.option("--artifacts", type=click.Path(path_type=Path), default=None,
               help="For onnxruntime/openvino: an export folder or .onnx file; for tensorrt: an engine file.")
-@click.option("--precision", default="fp32", show_default=True)
+@click.option("--precision", default=None, help="Backend precision (default fp32; auto chooses its own).")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@cache_dir_option
 @tile_step_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback sends patient images over the network: put the "
@@ -52,23 +75,23 @@ def model_loader(model: str, decomposition: tuple, download: bool, backend: str 
 @click.option("--instances", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Requests segmented at once (the model is shared).")
 def serve(model: str, df: float | None, min_rank: int, policy: str, ranks_file: str | None, download: bool,
-          backend: str | None, artifacts: Path | None, precision: str, device: str | None, tile_step: float,
+          backend: str | None, artifacts: Path | None, precision: str | None, device: str | None,
+          cache_dir: Path | None, tile_step: float,
           host: str, http_port: int, grpc_port: int, metrics_port: int, max_voxels: int | None,
           instances: int) -> None:
     """Serve whole-CT segmentation with MODEL (a model ref, or an export folder) on Triton Inference Server.
 
+    The runtime is --backend auto unless said: chosen (and on first use exported) before the server starts.
     Send CTs with ``tuckertrt segment CT -o OUT --server http://HOST:PORT``. Stops on Ctrl-C or SIGTERM."""
     from tuckertrt.inference.segmenter import Segmenter
     from tuckertrt.serving.protocol import RequestLimits
     from tuckertrt.serving.server import ServeOptions, serve as run_server
 
     if len({http_port, grpc_port, metrics_port}) != 3:
-        from tuckertrt.errors import UsageError
-
         raise UsageError("--http-port, --grpc-port and --metrics-port must differ")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     loader = model_loader(model, (df, min_rank, policy, ranks_file), download, backend, artifacts, precision,
-                          device)
+                          device, cache_dir, log=logging.getLogger("tuckertrt.serving").info)
     segmenter = Segmenter.load(loader, tile_step)
     limits = RequestLimits(max_voxels) if max_voxels else RequestLimits()
     options = ServeOptions(host, http_port, grpc_port, metrics_port, limits, instances)

@@ -30,6 +30,10 @@ class CohortOptions:
     masks: bool = False
     progress: bool = True
 
+    def worker_threads(self) -> int:
+        """``threads_per_worker``, else this machine's CPUs shared among the workers."""
+        return self.threads_per_worker or max(1, (os.cpu_count() or 1) // self.workers)
+
 
 class CaseWorker:
     """A Ray actor: the model, loaded once with ``threads`` CPU threads, then one case per call."""
@@ -68,11 +72,9 @@ def run_cohort(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     except ImportError:
         raise TuckerTRTError("--ray needs Ray: pip install 'tuckertrt[ray]'") from None
     inputs, out_dir = [Path(i) for i in inputs], Path(out_dir)
-    if is_nifti(out_dir):
-        raise UsageError(f"a Ray cohort writes a folder of cases, not the file {out_dir}")
-    plan = plan_case_outputs(inputs, out_dir, options.masks)
+    plan = cohort_plan(inputs, out_dir, options.masks)
     ensure_output_dir(out_dir)
-    threads = options.threads_per_worker or max(1, (os.cpu_count() or 1) // options.workers)
+    threads = options.worker_threads()
     summary = CohortSummary(out_dir / SUMMARY_NAME, {**asdict(options), "threads_per_worker": threads,
                                                      "inputs": len(inputs)})
     todo = deque()
@@ -96,6 +98,14 @@ def run_cohort(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     summary.seconds = time.perf_counter() - start
     summary.save()
     return summary
+
+
+def cohort_plan(inputs: Sequence[Path], out_dir: Path, masks: bool) -> list:
+    """Where each case's outputs go in the folder ``out_dir``, refused before any work if they would overwrite
+    something tuckertrt did not write."""
+    if is_nifti(out_dir):
+        raise UsageError(f"a Ray cohort writes a folder of cases, not the file {out_dir}")
+    return plan_case_outputs(list(inputs), out_dir, masks)
 
 
 def _connect(ray: Any, options: CohortOptions, threads: int) -> bool:

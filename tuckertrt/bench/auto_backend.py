@@ -30,6 +30,7 @@ from tuckertrt.inference.backend_choice import BackendChoice, choose_backend
 from tuckertrt.inference.patches import default_patch
 from tuckertrt.inference.segment import Runner
 from tuckertrt.models.loaded import LoadedModel
+from tuckertrt.models.spec import ModelSpec
 from tuckertrt.parity.export import export_model
 from tuckertrt.version import __version__
 
@@ -41,9 +42,8 @@ RUNTIMES = ("torch", "onnx", "onnxruntime", "openvino", "tuckertrt")
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """``cache_dir``, else ``$TUCKERTRT_CACHE``, else ``~/.cache/tuckertrt``."""
-    if cache_dir:
-        return Path(cache_dir)
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tuckertrt")
+    root = Path(cache_dir) if cache_dir else Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tuckertrt")
+    return root.expanduser().absolute()  # absolute: a worker with another working directory opens the same entry
 
 
 def model_hash(model: LoadedModel) -> str:
@@ -84,11 +84,32 @@ class AutoBackend:
     seconds: float  # export + parity check + timing when ``exported``, else opening the cached artifact
     rebuilt_because: str | None = None  # why an existing entry was not trusted
 
+    @property
+    def cached(self) -> "CachedChoice":
+        """What another process on this machine needs to open the same entry (without exporting or measuring)."""
+        return CachedChoice(self.runner.spec, self.entry, self.choice)
+
     def describe(self) -> str:
         how = (f"exported and measured in {self.seconds:.1f} s" if self.exported
                else f"cached, opened in {self.seconds:.1f} s")
         why = f"; rebuilt: {self.rebuilt_because}" if self.rebuilt_because else ""
         return f"{self.choice.backend} {self.choice.precision} ({how}; {self.choice.reason}; {self.entry}{why})"
+
+
+@dataclass(frozen=True)
+class CachedChoice:
+    """A resolved cache entry, picklable: a server or cohort resolves ``auto`` once in its parent process and its
+    workers open the entry with :meth:`open`."""
+
+    spec: ModelSpec
+    entry: Path
+    choice: BackendChoice
+
+    def open(self, threads: int | None = None) -> Runner:
+        if not (self.entry / CHOICE_FILE).is_file():
+            raise TuckerTRTError(f"the --backend auto cache entry {self.entry} is not on {platform.node()}: give "
+                                 f"--cache-dir a folder every worker's machine reads at the same path")
+        return open_entry(self.spec, self.entry, self.choice, threads)
 
 
 def entry_path(model: LoadedModel, root: Path, facts: dict[str, Any] | None = None) -> Path:
@@ -99,8 +120,9 @@ def entry_path(model: LoadedModel, root: Path, facts: dict[str, Any] | None = No
 
 
 def open_auto(model: LoadedModel, cache_dir: str | os.PathLike | None = None,
-              log: Callable[[str], None] = lambda message: None) -> AutoBackend:
-    """The fastest faithful runtime for ``model``: from the cache, or exported, checked and timed now."""
+              log: Callable[[str], None] = lambda message: None, threads: int | None = None) -> AutoBackend:
+    """The fastest faithful runtime for ``model``: from the cache, or exported, checked and timed now; opened with
+    ``threads`` (default: the runtime's own)."""
     start = time.perf_counter()
     facts = runtime_facts()
     entry = entry_path(model, cache_root(cache_dir), facts)
@@ -108,7 +130,7 @@ def open_auto(model: LoadedModel, cache_dir: str | os.PathLike | None = None,
     if entry.exists():
         try:
             choice = _read_entry(entry, facts)
-            runner = _open(model, entry, choice)
+            runner = open_entry(model.spec, entry, choice, threads)
             return AutoBackend(runner, choice, entry, False, time.perf_counter() - start)
         except (TuckerTRTError, OSError, KeyError, TypeError, ValueError) as e:
             problem = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -117,12 +139,14 @@ def open_auto(model: LoadedModel, cache_dir: str | os.PathLike | None = None,
     else:
         log(f"first use of {model.name} with these runtimes: exporting and measuring (cache: {entry})")
     choice = _build_entry(model, entry, facts)
-    return AutoBackend(_open(model, entry, choice), choice, entry, True, time.perf_counter() - start, problem)
+    runner = open_entry(model.spec, entry, choice, threads)
+    return AutoBackend(runner, choice, entry, True, time.perf_counter() - start, problem)
 
 
-def _open(model: LoadedModel, entry: Path, choice: BackendChoice) -> Runner:
-    backend = open_backend(choice.backend, entry / "onnx", choice.precision, head="auto")
-    return Runner(model.spec, backend, {"cache_entry": str(entry), "choice": choice.reason})
+def open_entry(spec: ModelSpec, entry: Path, choice: BackendChoice, threads: int | None = None) -> Runner:
+    """The chosen runtime opened on the entry's export (``threads``: the runtime's default when None)."""
+    backend = open_backend(choice.backend, entry / "onnx", choice.precision, head="auto", threads=threads)
+    return Runner(spec, backend, {"cache_entry": str(entry), "choice": choice.reason})
 
 
 def _read_entry(entry: Path, facts: dict[str, Any]) -> BackendChoice:
