@@ -1,4 +1,5 @@
-"""Benchmarks: per-patch latency, memory and per-layer profiles of every backend, uncompressed vs compressed."""
+"""Measurement: per-patch latency, memory and per-layer profiles of every backend, uncompressed vs compressed,
+and the cached ``--backend auto`` runtime chosen by measuring them (:mod:`tuckertrt.bench.auto_backend`)."""
 from tuckertrt.bench.run import BenchOptions, run_bench
 from tuckertrt.bench.variants import Variant, df_variants, export_variant
 
