@@ -48,6 +48,9 @@ def _training_options(f: Callable) -> Callable:
         click.option("--pseudo-labels", type=float, default=None, callback=finite(0.0),
                      help="Weight of Dice + CE on the teacher's segmentation of unlabelled CTs (with --distill). "
                           "Default: 1."),
+        click.option("--augment/--no-augment", default=True, show_default=True,
+                     help="With --distill: nnU-Net-style spatial and intensity augmentation of each batch, the "
+                          "teacher run on the augmented batch (its outputs then are not cached)."),
         click.option("--init", "init", type=click.Choice(["data", "none"]), default="data", show_default=True,
                      help="data: first fit each Tucker layer to the original layer's outputs on the training "
                           "CTs (closed form); none: start from the factors as decomposed."),
@@ -84,7 +87,7 @@ def _recovery_options(kw: dict[str, Any]):
                          schedule=settings["schedule"], amp=kw["amp"])
     return RecoveryOptions(config=config, patch=tuple(kw["patch"]) if kw["patch"] else None,
                            temperature=kw["temperature"], pseudo_label_weight=settings["pseudo_labels"],
-                           val_fraction=kw["val_fraction"], init=kw["init"])
+                           val_fraction=kw["val_fraction"], init=kw["init"], augment=kw["augment"])
 
 
 def _train_and_report(original, student, kw: dict[str, Any], after_step=None) -> None:
