@@ -163,7 +163,7 @@ def test_precision_selection():
 
 def test_bench_auto_is_what_segment_runs_beside_the_named_runtimes(tmp_path, capsys):
     from tuckertrt.bench.auto_backend import open_auto
-    from tuckertrt.models import load_model
+    from tuckertrt import load_model
 
     model = small_loaded_model()
     model_file = save_decomposed(model, tmp_path / "small.pt")
