@@ -19,6 +19,7 @@ import torch
 from tuckertrt.bench.auto_backend import cpu_model
 from tuckertrt.data import example_ct, example_dicom
 from tuckertrt.decomposition import decompose, load_model
+from tuckertrt.inference.defaults import DEFAULT_TILE_STEP
 from tuckertrt.parity.metrics import compare_labels
 from tuckertrt.training.calibration import calibration_images
 from tuckertrt.training.data import load_unlabelled
@@ -33,7 +34,7 @@ def scores(network, cases, spec) -> dict[str, dict[str, float]]:
     names = {k: v for k, v in spec.labels.items() if k != 0}
     out = {}
     for name, (volume, reference) in cases.items():
-        labels = network_logits(network, volume, spec, 0.8, "cpu").argmax(0)
+        labels = network_logits(network, volume, spec, DEFAULT_TILE_STEP, "cpu").argmax(0)
         classes = compare_labels(reference, labels, spec.spacing, names, ts_ids=False).classes
         large = [c.dice for c in classes if c.reference_voxels >= LARGE]
         out[name] = {"mean_dice": float(np.mean([c.dice for c in classes])),
@@ -55,7 +56,7 @@ def main() -> None:
     cases = {}
     for name, path in (("example CT", example_ct()), ("other patient (held out)", example_dicom())):
         volume = load_unlabelled([path], spec)[0][0]
-        cases[name] = (volume, network_logits(teacher.network, volume, spec, 0.8, "cpu").argmax(0))
+        cases[name] = (volume, network_logits(teacher.network, volume, spec, DEFAULT_TILE_STEP, "cpu").argmax(0))
     calibration = calibration_images([example_ct()], spec)
     student = decompose(teacher, df=args.df, calibration=calibration)
     rows = {"zero-shot": {"scores": scores(student.network, cases, spec)}}

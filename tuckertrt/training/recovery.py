@@ -216,8 +216,9 @@ def _attach_teacher(teacher: LoadedModel, volumes: Sequence[Volume], options: Re
 
 def _online_teacher(teacher: torch.nn.Module, device: str, amp: bool,
                     augmentation: Augmentation | None) -> Callable[[Batch], Batch]:
-    """Soft targets computed per batch (augmented first, if asked), left on ``device`` for the loss; where a
-    sample has no ground truth, its pseudo-labels are the teacher's segmentation of the same batch."""
+    """Soft targets computed per batch, left on ``device`` for the loss. With ``augmentation`` the batch is
+    augmented first, and where a sample has no ground truth its pseudo-labels become the teacher's segmentation
+    of the augmented batch."""
     from tuckertrt.training.loop import autocast
 
     teacher = teacher.to(device).eval()
@@ -227,7 +228,7 @@ def _online_teacher(teacher: torch.nn.Module, device: str, amp: bool,
             batch = augmentation(batch.to(torch.device(device)))
         with torch.no_grad(), autocast(torch.device(device), amp):
             batch.soft = teacher(batch.image.to(device)).float()
-        if batch.labels is not None:
+        if augmentation is not None and batch.labels is not None:
             batch.labels = torch.where(batch.truth.to(device).view(-1, *[1] * (batch.labels.dim() - 1)),
                                        batch.labels.to(device), batch.soft.argmax(1))
         return batch
